@@ -1,0 +1,265 @@
+//! Line framing: bytes in, complete lines out.
+//!
+//! TCP delivers a stream of bytes, not messages: one `read` may return half a line, or ten
+//! lines and a half. The [`Framer`] remembers the unfinished tail between reads and hands out
+//! whole lines. It is also where the first promise of bounded memory is kept: it never holds
+//! more than [`MAX_LINE`] bytes, however long a line a client sends.
+
+use crate::MAX_LINE;
+
+/// One thing the framer found in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete, non-empty line of valid UTF-8, without its `\n` (and without a `\r` before it).
+    Line(&'a str),
+    /// A line longer than [`MAX_LINE`]: reported once, as soon as the limit is crossed; the rest
+    /// of that line, up to its `\n`, is discarded.
+    TooLong,
+    /// A complete line that is not valid UTF-8; it is discarded.
+    InvalidUtf8,
+}
+
+/// Splits a byte stream into lines, with at most [`MAX_LINE`] bytes buffered.
+///
+/// The buffer is allocated only while a line is split across reads, and freed as soon as that
+/// line is complete: an idle connection costs no buffer at all (the C10K lesson of the
+/// readiness chapters).
+#[derive(Debug, Default)]
+pub struct Framer {
+    /// The start of a line whose `\n` has not arrived yet; never longer than [`MAX_LINE`].
+    partial: Vec<u8>,
+    /// True while throwing away an over-long line, up to and including its `\n`.
+    discarding: bool,
+}
+
+impl Framer {
+    /// A framer with nothing buffered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes held for an unfinished line (for tests and memory accounting).
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Feeds `input` (what one `read` returned) and calls `emit` for every frame it completes,
+    /// in order. Lines that arrive whole in `input` are handed out without being copied.
+    // ANCHOR: framer_push
+    pub fn push(&mut self, mut input: &[u8], mut emit: impl FnMut(Frame<'_>)) {
+        while !input.is_empty() {
+            let Some(newline) = input.iter().position(|&b| b == b'\n') else {
+                // No end of line in sight: everything left belongs to the current line.
+                if !self.discarding {
+                    if self.partial.len() + input.len() > MAX_LINE {
+                        // Say so now, not when the `\n` finally comes (it may never come).
+                        emit(Frame::TooLong);
+                        self.discarding = true;
+                        self.partial = Vec::new();
+                    } else {
+                        self.partial.extend_from_slice(input);
+                    }
+                }
+                return;
+            };
+            let (head, rest) = (&input[..newline], &input[newline + 1..]);
+            input = rest;
+            if self.discarding {
+                // This `\n` ends the over-long line we were throwing away.
+                self.discarding = false;
+            } else if self.partial.len() + head.len() > MAX_LINE {
+                emit(Frame::TooLong);
+                self.partial = Vec::new();
+            } else if self.partial.is_empty() {
+                // The common case: the whole line is in this read. No copy.
+                emit_line(head, &mut emit);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                emit_line(&line, &mut emit);
+                // `line` is dropped here: the buffer is freed, not kept for an idle client.
+            }
+        }
+    }
+    // ANCHOR_END: framer_push
+}
+
+/// Emits one complete line: drops a `\r` before the `\n`, ignores empty lines, checks UTF-8.
+fn emit_line(raw: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if raw.is_empty() {
+        return;
+    }
+    match std::str::from_utf8(raw) {
+        Ok(line) => emit(Frame::Line(line)),
+        Err(_) => emit(Frame::InvalidUtf8),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the framer produced, owned, so tests can compare it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Owned {
+        Line(String),
+        TooLong,
+        InvalidUtf8,
+    }
+
+    fn frames_of(chunks: &[&[u8]]) -> Vec<Owned> {
+        let mut framer = Framer::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            framer.push(chunk, |f| {
+                out.push(match f {
+                    Frame::Line(l) => Owned::Line(l.to_owned()),
+                    Frame::TooLong => Owned::TooLong,
+                    Frame::InvalidUtf8 => Owned::InvalidUtf8,
+                })
+            });
+            assert!(framer.buffered() <= MAX_LINE);
+        }
+        out
+    }
+
+    fn line(s: &str) -> Owned {
+        Owned::Line(s.to_owned())
+    }
+
+    #[test]
+    fn splits_lines_and_drops_cr_and_empty_lines() {
+        assert_eq!(
+            frames_of(&[b"hello\nworld\r\n\n\r\nlast"]),
+            vec![line("hello"), line("world")]
+        );
+    }
+
+    #[test]
+    fn unfinished_tail_is_kept_until_its_newline() {
+        assert_eq!(frames_of(&[b"hel", b"lo", b"\n"]), vec![line("hello")]);
+    }
+
+    #[test]
+    fn exactly_max_line_is_a_line() {
+        let text = "a".repeat(MAX_LINE);
+        let input = format!("{text}\n");
+        assert_eq!(frames_of(&[input.as_bytes()]), vec![line(&text)]);
+    }
+
+    #[test]
+    fn one_byte_over_is_too_long_and_the_next_line_survives() {
+        let input = format!("{}\nnext\n", "a".repeat(MAX_LINE + 1));
+        assert_eq!(
+            frames_of(&[input.as_bytes()]),
+            vec![Owned::TooLong, line("next")]
+        );
+    }
+
+    #[test]
+    fn the_limit_crossed_across_two_reads_is_reported_once() {
+        let first = "a".repeat(1000);
+        let second = "b".repeat(1000);
+        assert_eq!(
+            frames_of(&[first.as_bytes(), second.as_bytes(), b"more", b"\nok\n"]),
+            vec![Owned::TooLong, line("ok")]
+        );
+    }
+
+    #[test]
+    fn a_cr_counts_towards_the_limit() {
+        let input = format!("{}\r\n", "a".repeat(MAX_LINE));
+        assert_eq!(frames_of(&[input.as_bytes()]), vec![Owned::TooLong]);
+    }
+
+    #[test]
+    fn huge_line_without_newline_is_reported_immediately_and_buffers_nothing() {
+        let mut framer = Framer::new();
+        let mut seen = Vec::new();
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            framer.push(&chunk, |f| seen.push(f == Frame::TooLong));
+            assert_eq!(framer.buffered(), 0);
+        }
+        assert_eq!(seen, vec![true]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_its_own_frame() {
+        assert_eq!(
+            frames_of(&[b"\xff\xfe\nfine\n"]),
+            vec![Owned::InvalidUtf8, line("fine")]
+        );
+    }
+
+    #[test]
+    fn nul_bytes_are_valid_utf8() {
+        assert_eq!(frames_of(&[b"a\0b\n"]), vec![line("a\0b")]);
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_frames() {
+        let input: &[u8] = b"one\r\ntwo\n\xff\n\nthree\n";
+        let whole = frames_of(&[input]);
+        for i in 0..=input.len() {
+            assert_eq!(
+                frames_of(&[&input[..i], &input[i..]]),
+                whole,
+                "split at {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn buffer_is_freed_when_a_split_line_completes() {
+        let mut framer = Framer::new();
+        framer.push(b"abc", |_| {});
+        framer.push(b"def\n", |_| {});
+        assert_eq!(framer.partial.capacity(), 0);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn interesting_bytes() -> impl Strategy<Value = Vec<u8>> {
+            // Segments of short text with CRs, NULs, newlines and invalid UTF-8, and now and
+            // then a run long enough to cross the line limit.
+            let short =
+                prop::collection::vec(prop::sample::select(b"ab \n\n\r\0\xff".to_vec()), 0..40);
+            let long = (900usize..1200).prop_map(|n| vec![b'x'; n]);
+            prop::collection::vec(prop_oneof![6 => short, 1 => long], 0..20)
+                .prop_map(|segments| segments.concat())
+        }
+
+        proptest! {
+            #[test]
+            fn splitting_never_changes_the_result(
+                input in interesting_bytes(),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let whole = frames_of(&[&input]);
+                let mut points: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+                points.sort_unstable();
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut start = 0;
+                for p in points {
+                    chunks.push(&input[start..p]);
+                    start = p;
+                }
+                chunks.push(&input[start..]);
+                prop_assert_eq!(frames_of(&chunks), whole);
+            }
+
+            #[test]
+            fn long_runs_are_split_the_same(len in 1000usize..2100, cut in 0usize..2100) {
+                let mut input = vec![b'y'; len];
+                input.push(b'\n');
+                input.extend_from_slice(b"tail\n");
+                let cut = cut.min(input.len());
+                prop_assert_eq!(frames_of(&[&input[..cut], &input[cut..]]), frames_of(&[&input]));
+            }
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! The hub: clients, nicks and rooms.
+//!
+//! The hub is the chat server with the networking taken out. It is told three things — a
+//! client connected, a client sent a line, a client went away — and answers each with a list
+//! of [`Action`]s: send this line to that client, close that client. It never waits and never
+//! fails; a stage decides how the bytes actually travel.
+//!
+//! A line for a room is built once and shared: every recipient gets a clone of the same
+//! [`Bytes`] (a reference count bump), never a copy of the text.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::{self, Write as _};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+
+use crate::command::{self, Command, CommandError};
+use crate::framing::Frame;
+
+/// Identifies one connection for its whole life. Ids are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What the hub asks the stage to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Queue this line (it ends in `\n`) for this client.
+    Send(ClientId, Bytes),
+    /// The hub is done with this client (it sent `/quit`, or the server is shutting down):
+    /// send what was queued for it before this action, then close the connection.
+    Close(ClientId),
+}
+
+/// A fast hasher for [`ClientId`] keys (a multiply, as in `rustc-hash`): the default SipHash
+/// protects against attackers choosing keys, but clients do not choose their ids.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+/// A map keyed by [`ClientId`].
+pub type IdMap<V> = HashMap<ClientId, V, BuildHasherDefault<IdHasher>>;
+/// A set of [`ClientId`]s.
+pub type IdSet = HashSet<ClientId, BuildHasherDefault<IdHasher>>;
+
+/// The room every client starts in.
+pub const LOBBY: &str = "lobby";
+
+/// At most this many names in a `/who` or `/rooms` reply, then `and N more`.
+const LIST_LIMIT: usize = 100;
+
+/// What `/help` answers, one line each.
+const HELP: &[&str] = &[
+    "* commands:",
+    "*   TEXT            say TEXT to your room (start it with // to send a leading /)",
+    "*   /nick NAME      change your nick (1-24 letters, digits, _ or -)",
+    "*   /join ROOM      leave your room and enter ROOM (created if new)",
+    "*   /msg NICK TEXT  send TEXT to NICK alone",
+    "*   /who            list the members of your room",
+    "*   /rooms          list the rooms",
+    "*   /help           this list",
+    "*   /quit [REASON]  leave",
+];
+
+/// One connected client, as the hub knows it.
+#[derive(Debug)]
+struct Member {
+    /// The nick as the client chose it (case kept).
+    nick: String,
+    /// The room the client is in; always a key of [`Hub::rooms`].
+    room: String,
+}
+
+/// All clients, nicks and rooms of one server.
+#[derive(Debug, Default)]
+pub struct Hub {
+    /// The id the next client will get.
+    next_id: u64,
+    /// Every connected client.
+    members: IdMap<Member>,
+    /// Lowercased nick → client, so that nicks are unique case-insensitively.
+    nicks: HashMap<String, ClientId>,
+    /// Room name → its members. A room exists while it has members.
+    rooms: HashMap<String, IdSet>,
+    /// No `guestN` with N below this is free; where the search for a guest nick starts.
+    guest_floor: u64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self {
+            guest_floor: 1,
+            ..Self::default()
+        }
+    }
+
+    /// How many clients are connected.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// True when nobody is connected.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The nick of a connected client.
+    pub fn nick(&self, id: ClientId) -> Option<&str> {
+        self.members.get(&id).map(|m| m.nick.as_str())
+    }
+
+    /// The room of a connected client.
+    pub fn room(&self, id: ClientId) -> Option<&str> {
+        self.members.get(&id).map(|m| m.room.as_str())
+    }
+
+    /// A new client: it gets the first free `guestN` nick and enters the lobby.
+    // ANCHOR: connect
+    pub fn connect(&mut self, out: &mut Vec<Action>) -> ClientId {
+        let id = ClientId(self.next_id);
+        self.next_id += 1;
+        let nick = self.free_guest_nick();
+        self.nicks.insert(nick.to_ascii_lowercase(), id);
+        out.push(Action::Send(
+            id,
+            line(format_args!("* welcome {nick} (type /help for commands)")),
+        ));
+        let joined = line(format_args!("* {nick} joined {LOBBY}"));
+        self.broadcast(LOBBY, Some(id), &joined, out);
+        self.rooms.entry(LOBBY.to_owned()).or_default().insert(id);
+        self.members.insert(
+            id,
+            Member {
+                nick,
+                room: LOBBY.to_owned(),
+            },
+        );
+        id
+    }
+    // ANCHOR_END: connect
+
+    /// One frame from the framer: a line to act on, or a framing error to report.
+    pub fn handle(&mut self, id: ClientId, frame: Frame<'_>, out: &mut Vec<Action>) {
+        match frame {
+            Frame::Line(text) => self.handle_line(id, text, out),
+            Frame::TooLong => self.reply(
+                id,
+                format_args!("! line too long (max {} bytes)", crate::MAX_LINE),
+                out,
+            ),
+            Frame::InvalidUtf8 => self.reply(id, format_args!("! invalid utf-8"), out),
+        }
+    }
+
+    /// One complete line from a client. Lines from unknown (already gone) clients are ignored.
+    // ANCHOR: handle_line
+    pub fn handle_line(&mut self, id: ClientId, text: &str, out: &mut Vec<Action>) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        match command::parse(text) {
+            Ok(Command::Say(text)) => {
+                let msg = line(format_args!("<{}> {text}", member.nick));
+                self.broadcast(&member.room, Some(id), &msg, out);
+            }
+            Ok(Command::Nick(name)) => self.rename(id, name, out),
+            Ok(Command::Join(room)) => self.join(id, room, out),
+            Ok(Command::Msg { to, text }) => self.private(id, to, text, out),
+            Ok(Command::Who) => self.who(id, out),
+            Ok(Command::Rooms) => self.list_rooms(id, out),
+            Ok(Command::Help) => {
+                for help in HELP {
+                    self.reply(id, format_args!("{help}"), out);
+                }
+            }
+            Ok(Command::Quit(reason)) => {
+                self.reply(id, format_args!("* bye"), out);
+                self.disconnect(id, reason, out);
+                out.push(Action::Close(id));
+            }
+            Err(err @ (CommandError::Unknown(_) | CommandError::Usage(_))) => {
+                self.reply(id, format_args!("{}", err.to_line()), out);
+            }
+        }
+    }
+    // ANCHOR_END: handle_line
+
+    /// A client is gone (it closed, failed, quit, or the stage dropped it). Its room hears
+    /// `* NICK left ROOM`, with `(REASON)` when one is given. Unknown ids are ignored, so a
+    /// stage may call this more than once.
+    pub fn disconnect(&mut self, id: ClientId, reason: Option<&str>, out: &mut Vec<Action>) {
+        let Some(member) = self.members.remove(&id) else {
+            return;
+        };
+        self.forget_nick(&member.nick);
+        self.leave_room(id, &member.room);
+        let left = match reason {
+            Some(reason) => line(format_args!(
+                "* {} left {} ({reason})",
+                member.nick, member.room
+            )),
+            None => line(format_args!("* {} left {}", member.nick, member.room)),
+        };
+        self.broadcast(&member.room, None, &left, out);
+    }
+
+    /// The server is stopping: every client is told so and closed; the hub is empty after.
+    pub fn shutdown(&mut self, out: &mut Vec<Action>) {
+        let bye = Bytes::from_static(crate::SHUTDOWN_LINE);
+        let mut ids: Vec<ClientId> = self.members.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            out.push(Action::Send(id, bye.clone()));
+            out.push(Action::Close(id));
+        }
+        self.members.clear();
+        self.nicks.clear();
+        self.rooms.clear();
+        self.guest_floor = 1;
+    }
+
+    fn rename(&mut self, id: ClientId, name: &str, out: &mut Vec<Action>) {
+        if !command::is_valid_name(name) {
+            return self.reply(id, format_args!("! invalid nick: {name}"), out);
+        }
+        let key = name.to_ascii_lowercase();
+        if self.nicks.get(&key).is_some_and(|&owner| owner != id) {
+            return self.reply(id, format_args!("! nick taken: {name}"), out);
+        }
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut member.nick, name.to_owned());
+        let room = member.room.clone();
+        self.forget_nick(&old);
+        self.nicks.insert(key, id);
+        self.reply(id, format_args!("* you are now {name}"), out);
+        if old != name {
+            let notice = line(format_args!("* {old} is now {name}"));
+            self.broadcast(&room, Some(id), &notice, out);
+        }
+    }
+
+    fn join(&mut self, id: ClientId, room: &str, out: &mut Vec<Action>) {
+        if !command::is_valid_name(room) {
+            return self.reply(id, format_args!("! invalid room: {room}"), out);
+        }
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.room == room {
+            return self.reply(id, format_args!("! already in {room}"), out);
+        }
+        let old = std::mem::replace(&mut member.room, room.to_owned());
+        let nick = member.nick.clone();
+        self.leave_room(id, &old);
+        let left = line(format_args!("* {nick} left {old}"));
+        self.broadcast(&old, None, &left, out);
+        let joined = line(format_args!("* {nick} joined {room}"));
+        self.broadcast(room, None, &joined, out);
+        let members = self.rooms.entry(room.to_owned()).or_default();
+        members.insert(id);
+        let count = members.len();
+        self.reply(
+            id,
+            format_args!("* you joined {room} ({count} members)"),
+            out,
+        );
+    }
+
+    fn private(&mut self, id: ClientId, to: &str, text: &str, out: &mut Vec<Action>) {
+        let target = self.nicks.get(&to.to_ascii_lowercase()).copied();
+        match (target, self.members.get(&id)) {
+            (Some(target), Some(sender)) => {
+                out.push(Action::Send(
+                    target,
+                    line(format_args!("[{}] {text}", sender.nick)),
+                ));
+            }
+            _ => self.reply(id, format_args!("! no such user: {to}"), out),
+        }
+    }
+
+    fn who(&mut self, id: ClientId, out: &mut Vec<Action>) {
+        let Some(room) = self.room(id) else { return };
+        let mut nicks: Vec<&str> = self.rooms[room]
+            .iter()
+            .filter_map(|m| self.nick(*m))
+            .collect();
+        nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+        let text = capped_list(&format!("* members of {room}: "), &nicks);
+        self.reply(id, format_args!("{text}"), out);
+    }
+
+    fn list_rooms(&mut self, id: ClientId, out: &mut Vec<Action>) {
+        let mut rooms: Vec<(&String, usize)> =
+            self.rooms.iter().map(|(n, m)| (n, m.len())).collect();
+        rooms.sort_unstable();
+        let rooms: Vec<String> = rooms
+            .iter()
+            .map(|(name, count)| format!("{name} ({count})"))
+            .collect();
+        let rooms: Vec<&str> = rooms.iter().map(String::as_str).collect();
+        let text = capped_list("* rooms: ", &rooms);
+        self.reply(id, format_args!("{text}"), out);
+    }
+
+    /// Sends one line to one client.
+    fn reply(&self, id: ClientId, text: fmt::Arguments<'_>, out: &mut Vec<Action>) {
+        out.push(Action::Send(id, line(text)));
+    }
+
+    /// Sends one shared line to every member of `room` except `except`.
+    // ANCHOR: broadcast
+    fn broadcast(&self, room: &str, except: Option<ClientId>, msg: &Bytes, out: &mut Vec<Action>) {
+        let Some(members) = self.rooms.get(room) else {
+            return;
+        };
+        out.reserve(members.len());
+        for &member in members {
+            if Some(member) != except {
+                out.push(Action::Send(member, msg.clone())); // a refcount, not a copy
+            }
+        }
+    }
+    // ANCHOR_END: broadcast
+
+    fn leave_room(&mut self, id: ClientId, room: &str) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(&id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    fn forget_nick(&mut self, nick: &str) {
+        let key = nick.to_ascii_lowercase();
+        if let Some(n) = key
+            .strip_prefix("guest")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            if key == format!("guest{n}") {
+                self.guest_floor = self.guest_floor.min(n);
+            }
+        }
+        self.nicks.remove(&key);
+    }
+
+    fn free_guest_nick(&mut self) -> String {
+        loop {
+            let nick = format!("guest{}", self.guest_floor);
+            self.guest_floor += 1;
+            if !self.nicks.contains_key(&nick) {
+                return nick;
+            }
+        }
+    }
+}
+
+/// `PREFIX a, b, c` with at most [`LIST_LIMIT`] items, then ` and N more`.
+fn capped_list(prefix: &str, items: &[&str]) -> String {
+    let mut text = String::from(prefix);
+    for (i, item) in items.iter().take(LIST_LIMIT).enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(item);
+    }
+    if items.len() > LIST_LIMIT {
+        let _ = write!(text, " and {} more", items.len() - LIST_LIMIT);
+    }
+    text
+}
+
+/// Formats one protocol line, with its `\n`, into a shareable buffer.
+fn line(args: fmt::Arguments<'_>) -> Bytes {
+    let mut text = String::with_capacity(64);
+    let _ = text.write_fmt(args);
+    text.push('\n');
+    Bytes::from(text)
+}
