@@ -90,7 +90,7 @@ struct Member {
 }
 
 /// All clients, nicks and rooms of one server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     /// The id the next client will get.
     next_id: u64,
@@ -104,12 +104,21 @@ pub struct Hub {
     guest_floor: u64,
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
         Self {
+            next_id: 0,
+            members: IdMap::default(),
+            nicks: HashMap::new(),
+            rooms: HashMap::new(),
             guest_floor: 1,
-            ..Self::default()
         }
     }
 

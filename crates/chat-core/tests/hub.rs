@@ -59,6 +59,14 @@ impl Net {
 }
 
 #[test]
+fn default_hub_is_a_new_hub() {
+    let mut hub = Hub::default();
+    let mut out = Vec::new();
+    let id = hub.connect(&mut out);
+    assert_eq!(hub.nick(id), Some("guest1"));
+}
+
+#[test]
 fn welcome_and_join_notice() {
     let mut net = Net::new();
     let a = net.connect();
