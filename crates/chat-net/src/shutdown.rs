@@ -93,6 +93,12 @@ impl Shutdown {
     }
 }
 
+impl AsRawFd for Shutdown {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
+
 impl AsFd for Shutdown {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.reader.as_fd()
