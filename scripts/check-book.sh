@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Builds the book with a pinned mdBook and fails on anything untrue in it:
+#   - an {{#include}} / {{#rustdoc_include}} whose file or anchor is missing
+#     (mdBook renders a missing anchor as nothing, silently), or that includes
+#     by line number;
+#   - a broken internal link, fragment or image in the built HTML;
+#   - a chapter still marked CHAPTER-NOT-WRITTEN.
+#
+# Usage:
+#   scripts/check-book.sh                     build and check
+#   scripts/check-book.sh --browser [PAGE]    also open PAGE (default: comparison)
+#                                             in headless Chromium, save
+#                                             book/build/screenshot-PAGE.png and
+#                                             fail unless every <img> loaded
+#   scripts/check-book.sh --self-test         prove the checks catch broken input
+#
+# It installs what it needs: mdbook 0.5.4 with `cargo install` (search feature
+# only, to compile faster; `mdbook serve` needs the default features) and, for
+# --browser, Debian's chromium with apt-get.
+set -euo pipefail
+
+MDBOOK_VERSION=0.5.4
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+browser=no
+page=comparison
+case "${1:-}" in
+    "") ;;
+    --browser)
+        browser=yes
+        page=${2:-comparison}
+        ;;
+    --self-test)
+        echo "+ python3 scripts/check_book.py self-test"
+        exec python3 scripts/check_book.py self-test
+        ;;
+    *)
+        sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2
+        exit 2
+        ;;
+esac
+
+# A pinned mdBook: a different version may render (or check) differently.
+if ! command -v mdbook >/dev/null || [ "$(mdbook --version)" != "mdbook v$MDBOOK_VERSION" ]; then
+    echo "+ cargo install --locked mdbook --version $MDBOOK_VERSION --no-default-features --features search"
+    cargo install --locked mdbook --version "$MDBOOK_VERSION" --no-default-features --features search
+fi
+echo "+ $(mdbook --version)"
+
+failed=0
+
+# Source checks first: they name the chapter and the directive at fault.
+echo "+ python3 scripts/check_book.py sources book"
+python3 scripts/check_book.py sources book || failed=1
+
+echo "+ mdbook build book"
+rm -rf book/build
+mdbook build book
+
+echo "+ python3 scripts/check_book.py html book/build"
+python3 scripts/check_book.py html book/build || failed=1
+
+if [ "$browser" = yes ]; then
+    if ! command -v chromium >/dev/null; then
+        echo "+ apt-get update && apt-get install -y chromium"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+    fi
+    echo "+ python3 scripts/check_book.py browser book/build $page --screenshot book/build/screenshot-$page.png"
+    python3 scripts/check_book.py browser book/build "$page" \
+        --screenshot "book/build/screenshot-$page.png" || failed=1
+fi
+
+if [ "$failed" -ne 0 ]; then
+    echo "check-book: FAILED (see FAIL lines above)" >&2
+    exit 1
+fi
+echo "check-book: ok"

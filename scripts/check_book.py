@@ -1,0 +1,512 @@
+#!/usr/bin/env python3
+"""Truth checks for the c10k-chat book (called by scripts/check-book.sh).
+
+mdBook is forgiving in ways a book about real code cannot afford:
+  * `{{#include file.rs:anchor}}` with a missing anchor renders as *nothing*;
+  * an include of a missing file logs an error and still exits 0;
+  * a link or image to a missing page or file is built without a word.
+So this script fails on each of those, on includes by line number (they break
+on the next edit), and on any chapter still holding the CHAPTER-NOT-WRITTEN
+marker, so that nothing unfinished lands silently.
+
+Commands (standard library only, Python 3.9+):
+  check_book.py sources BOOK_DIR       includes, anchors and markers in BOOK_DIR/src
+  check_book.py html BUILD_DIR         links and images in the built HTML
+  check_book.py browser BUILD_DIR PAGE [--screenshot PNG]
+                                       open PAGE (e.g. comparison) in headless
+                                       Chromium, screenshot it, and fail unless
+                                       every <img> on it loaded
+  check_book.py self-test              prove the checks fail on broken input
+
+Each command prints what it checked and exits 1 when it found a problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import html.parser
+import json
+import os
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+MARKER = "CHAPTER-NOT-WRITTEN"
+
+# mdBook's own pattern for {{#...}} links (mdbook-driver, links preprocessor):
+# an escaped `\{{#...}}` is literal text, anything else is a directive.
+LINK_RE = re.compile(
+    r"""\\\{\{\#.*?\}\}                  # escaped: left alone by mdBook
+      | \{\{\s*\#([a-zA-Z0-9_]+)\s+      # {{#include / {{#rustdoc_include ...
+        ([^}]+)\}\}                      # path[:anchor-or-lines] and options
+    """,
+    re.VERBOSE,
+)
+# mdBook's anchor markers: `ANCHOR: name` / `ANCHOR_END: name` anywhere on a line.
+ANCHOR_START_RE = re.compile(r"ANCHOR:\s*([\w_-]+)")
+ANCHOR_END_RE = re.compile(r"ANCHOR_END:\s*([\w_-]+)")
+INCLUDE_KINDS = {"include", "rustdoc_include"}
+# Nested includes: mdBook follows includes inside included files this deep.
+MAX_DEPTH = 10
+
+
+def anchor_body(text: str, name: str) -> list[str] | None:
+    """Returns the lines between `ANCHOR: name` and `ANCHOR_END: name`
+    (without marker lines), or None when the pair is not there."""
+    inside = False
+    body: list[str] = []
+    for line in text.splitlines():
+        if inside:
+            end = ANCHOR_END_RE.search(line)
+            if end and end.group(1) == name:
+                return body
+            if not ANCHOR_START_RE.search(line) and not end:
+                body.append(line)
+        else:
+            start = ANCHOR_START_RE.search(line)
+            if start and start.group(1) == name and not ANCHOR_END_RE.search(line):
+                inside = True
+    return None
+
+
+def check_includes_in(md: Path, text: str, depth: int, problems: list[str]) -> int:
+    """Checks every include directive of one Markdown text; returns how many."""
+    count = 0
+    for m in LINK_RE.finditer(text):
+        kind, target = m.group(1), m.group(2)
+        if kind is None or kind not in INCLUDE_KINDS:
+            continue  # escaped, or {{#title}} / {{#playground}}
+        count += 1
+        where = f"{md}: {{{{#{kind} {target.strip()}}}}}"
+        spec = target.split()[0]
+        path_part, _, selector = spec.partition(":")
+        path = (md.parent / path_part).resolve()
+        if not path.is_file():
+            problems.append(f"{where}: file not found ({path})")
+            continue
+        included = path.read_text(encoding="utf-8", errors="replace")
+        if selector:
+            # Line numbers ("10", "2:8", ":5", "3:") break on the next edit.
+            if re.fullmatch(r"\d*(:\d*)?", selector):
+                problems.append(f"{where}: includes by line number; use an anchor")
+                continue
+            body = anchor_body(included, selector)
+            if body is None:
+                problems.append(
+                    f"{where}: anchor '{selector}' not found "
+                    f"(need '// ANCHOR: {selector}' and '// ANCHOR_END: {selector}')"
+                )
+                continue
+            if not any(line.strip() for line in body):
+                problems.append(f"{where}: anchor '{selector}' is empty")
+                continue
+        elif not included.strip():
+            problems.append(f"{where}: the included file is empty")
+        if path.suffix == ".md" and depth < MAX_DEPTH:
+            count += check_includes_in(path, included, depth + 1, problems)
+    return count
+
+
+def check_sources(book: Path) -> list[str]:
+    """Checks includes, anchors and unwritten-chapter markers under book/src."""
+    src = book / "src"
+    problems: list[str] = []
+    if not src.is_dir():
+        return [f"{src}: not a directory"]
+    chapters = sorted(src.rglob("*.md"))
+    includes = 0
+    for md in chapters:
+        text = md.read_text(encoding="utf-8")
+        includes += check_includes_in(md, text, 0, problems)
+        if MARKER in text:
+            problems.append(f"{md}: chapter not written yet ({MARKER})")
+    print(f"sources: {len(chapters)} Markdown files, {includes} includes checked")
+    return problems
+
+
+class _Refs(html.parser.HTMLParser):
+    """Collects the ids and the local references of one HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        # Every id= and <a name=> on the page: the targets of #fragments.
+        self.ids: set[str] = set()
+        # (tag, attribute value) for every href/src that may point at a file.
+        self.refs: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v for k, v in attrs if v is not None}
+        if "id" in a:
+            self.ids.add(a["id"])
+        if tag == "a" and "name" in a:
+            self.ids.add(a["name"])
+        if tag in ("a", "link") and "href" in a:
+            self.refs.append((tag, a["href"]))
+        if tag in ("img", "script", "source", "iframe") and "src" in a:
+            self.refs.append((tag, a["src"]))
+        if tag == "object" and "data" in a:
+            self.refs.append((tag, a["data"]))
+
+
+def check_html(build: Path) -> list[str]:
+    """Checks that every local link, image and asset of the built book exists,
+    and that every #fragment names an id on its target page."""
+    problems: list[str] = []
+    if not build.is_dir():
+        return [f"{build}: not a directory (build the book first)"]
+    pages: dict[Path, _Refs] = {}
+    for page in sorted(build.rglob("*.html")):
+        parser = _Refs()
+        parser.feed(page.read_text(encoding="utf-8", errors="replace"))
+        pages[page.resolve()] = parser
+    checked = 0
+    for page, parser in pages.items():
+        # 404.html is served from the site root (<base href="/">), not from its folder.
+        if page.name == "404.html":
+            continue
+        for tag, ref in parser.refs:
+            url = urllib.parse.urlsplit(ref)
+            if url.scheme or ref.startswith("//"):
+                continue  # external: not ours to check offline
+            checked += 1
+            where = f"{page.relative_to(build.resolve())}: <{tag}> {ref}"
+            target = page
+            if url.path:
+                target = (page.parent / urllib.parse.unquote(url.path)).resolve()
+                if target.is_dir():
+                    target = target / "index.html"
+                try:
+                    target.relative_to(build.resolve())
+                except ValueError:
+                    problems.append(f"{where}: points outside the built book")
+                    continue
+                if not target.is_file():
+                    problems.append(f"{where}: no such file")
+                    continue
+            if url.fragment and target.suffix == ".html":
+                ids = pages[target].ids if target in pages else set()
+                if urllib.parse.unquote(url.fragment) not in ids:
+                    problems.append(f"{where}: no id '{url.fragment}' on that page")
+    print(f"html: {len(pages)} pages, {checked} local links/images/assets checked")
+    return problems
+
+
+# ---------------------------------------------------------------- browser --
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--remote-debugging-pipe",
+]
+
+# Waits (in the page) for every image to finish, then reports each one.
+IMAGES_JS = """
+(async () => {
+  const imgs = Array.from(document.images);
+  await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => {
+    i.addEventListener('load', r); i.addEventListener('error', r);
+  })));
+  return imgs.map(i => ({src: i.currentSrc || i.src,
+                         width: i.naturalWidth, height: i.naturalHeight}));
+})()
+"""
+
+
+class Cdp:
+    """A minimal Chrome DevTools Protocol client over --remote-debugging-pipe:
+    Chromium reads NUL-terminated JSON commands on fd 3 and writes replies and
+    events on fd 4. No npm, no websocket library, no TCP port."""
+
+    def __init__(self, chromium: str, profile: str, timeout: float) -> None:
+        # Keep our pipe ends well above 4 so the dup2 in the child cannot
+        # clobber them.
+        to_child_r, to_child_w = (self._high(fd) for fd in os.pipe())
+        from_child_r, from_child_w = (self._high(fd) for fd in os.pipe())
+
+        def wire_fds() -> None:  # runs in the child, before exec
+            os.dup2(to_child_r, 3)
+            os.dup2(from_child_w, 4)
+
+        self.proc = subprocess.Popen(
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=wire_fds,
+            pass_fds=(3, 4),
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        # Chromium's own stderr is chatty; drain it in the background into a
+        # file so that a full pipe can never stall the browser.
+        self.stderr_log = tempfile.TemporaryFile()
+        self._drain = subprocess.Popen(
+            ["cat"], stdin=self.proc.stderr, stdout=self.stderr_log
+        )
+        self.out = to_child_w
+        self.inp = from_child_r
+        self.buf = b""
+        self.next_id = 0
+        self.events: list[dict] = []
+        self.deadline = time.monotonic() + timeout
+
+    @staticmethod
+    def _high(fd: int) -> int:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(fd)
+        return high
+
+    def _read_message(self) -> dict:
+        while b"\0" not in self.buf:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("Chromium did not answer in time")
+            ready, _, _ = select.select([self.inp], [], [], left)
+            if ready:
+                chunk = os.read(self.inp, 1 << 20)
+                if not chunk:
+                    raise ConnectionError("Chromium closed the pipe (did it crash?)")
+                self.buf += chunk
+        raw, self.buf = self.buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        """Sends one command and returns its result, keeping events for later."""
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.out, json.dumps(msg).encode() + b"\0")
+        while True:
+            reply = self._read_message()
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_event(self, method: str) -> dict:
+        """Returns the first event named `method` (already seen or next)."""
+        while True:
+            for i, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(i)
+            self.events.append(self._read_message())
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close")
+        except (OSError, RuntimeError, TimeoutError, ConnectionError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._drain.wait(timeout=10)
+        os.close(self.out)
+        os.close(self.inp)
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def check_browser(build: Path, page: str, screenshot: Path | None) -> list[str]:
+    """Opens one built page in headless Chromium, screenshots it, and checks
+    that it has images and every one of them loaded."""
+    chromium = find_chromium()
+    if chromium is None:
+        return ["chromium not found (scripts/check-book.sh --browser installs it)"]
+    html_file = (build / page).with_suffix(".html").resolve()
+    if not html_file.is_file():
+        return [f"{html_file}: no such page in the built book"]
+    url = html_file.as_uri()
+    problems: list[str] = []
+    images: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="check-book-chromium-") as profile:
+        cdp = Cdp(chromium, profile, timeout=60)
+        try:
+            target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
+            session = cdp.call(
+                "Target.attachToTarget", targetId=target, flatten=True
+            )["sessionId"]
+            cdp.call("Page.enable", session)
+            cdp.call("Network.enable", session)
+            cdp.call(
+                "Emulation.setDeviceMetricsOverride",
+                session,
+                width=1280,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            nav = cdp.call("Page.navigate", session, url=url)
+            if nav.get("errorText"):
+                return [f"{url}: {nav['errorText']}"]
+            cdp.wait_event("Page.loadEventFired")
+            result = cdp.call(
+                "Runtime.evaluate",
+                session,
+                expression=IMAGES_JS,
+                awaitPromise=True,
+                returnByValue=True,
+            )
+            images = result.get("result", {}).get("value") or []
+            for event in cdp.events:
+                if event.get("method") == "Network.loadingFailed":
+                    p = event.get("params", {})
+                    problems.append(
+                        f"{page}: a request failed: {p.get('errorText')} "
+                        f"({p.get('type')})"
+                    )
+            if not images:
+                problems.append(f"{page}: no <img> on the page (expected plots or figures)")
+            reported = set()
+            for img in images:
+                ok = img["width"] > 0
+                # mdBook 0.5 renders each image twice (inline and zoomed):
+                # check both, report each source once.
+                if (img["src"], ok) in reported:
+                    continue
+                reported.add((img["src"], ok))
+                print(
+                    f"browser: {'ok ' if ok else 'BAD'} {img['width']}x{img['height']} "
+                    f"{img['src']}"
+                )
+                if not ok:
+                    problems.append(f"{page}: image did not load: {img['src']}")
+            if screenshot is not None:
+                # Grow the viewport to the whole page (bounded) and capture it.
+                size = cdp.call("Page.getLayoutMetrics", session)["cssContentSize"]
+                height = min(int(size["height"]) + 1, 12000)
+                cdp.call(
+                    "Emulation.setDeviceMetricsOverride",
+                    session,
+                    width=1280,
+                    height=height,
+                    deviceScaleFactor=1,
+                    mobile=False,
+                )
+                shot = cdp.call("Page.captureScreenshot", session, format="png")
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                screenshot.write_bytes(base64.b64decode(shot["data"]))
+                print(f"browser: screenshot {screenshot} (1280x{height})")
+        except (TimeoutError, ConnectionError, RuntimeError) as e:
+            cdp.stderr_log.seek(0)
+            tail = cdp.stderr_log.read().decode(errors="replace")[-2000:]
+            problems.append(f"{page}: browser check failed: {e}\n{tail}")
+        finally:
+            cdp.close()
+    print(f"browser: {page}: {len(images)} <img> elements checked")
+    return problems
+
+
+# -------------------------------------------------------------- self-test --
+
+
+def self_test() -> list[str]:
+    """Builds small broken books in a temporary folder and checks that each
+    check catches its case (and passes the clean case)."""
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="check-book-selftest-") as tmp:
+        root = Path(tmp)
+        code = root / "crates" / "x" / "src" / "lib.rs"
+        code.parent.mkdir(parents=True)
+        code.write_text(
+            "// ANCHOR: good\nfn good() {}\n// ANCHOR_END: good\n"
+            "// ANCHOR: empty\n// ANCHOR_END: empty\n"
+        )
+        src = root / "book" / "src"
+        src.mkdir(parents=True)
+
+        def sources_with(chapter: str) -> list[str]:
+            (src / "chapter.md").write_text(chapter)
+            return check_sources(root / "book")
+
+        cases = {
+            "clean": ("{{#include ../../crates/x/src/lib.rs:good}}\n", False),
+            "escaped": ("\\{{#include ../../crates/x/src/lib.rs:nope}}\n", False),
+            "missing anchor": ("{{#include ../../crates/x/src/lib.rs:nope}}\n", True),
+            "empty anchor": ("{{#include ../../crates/x/src/lib.rs:empty}}\n", True),
+            "missing file": ("{{#rustdoc_include ../../crates/x/src/gone.rs}}\n", True),
+            "line numbers": ("{{#include ../../crates/x/src/lib.rs:1:2}}\n", True),
+            "marker": (f"# T\n\n<!-- {MARKER} -->\n", True),
+        }
+        for name, (chapter, should_fail) in cases.items():
+            failed = bool(sources_with(chapter))
+            status = "ok" if failed == should_fail else "WRONG"
+            print(f"self-test: sources, {name}: {'fails' if failed else 'passes'} ({status})")
+            if failed != should_fail:
+                problems.append(f"self-test: sources, {name}: expected "
+                                f"{'failure' if should_fail else 'success'}")
+
+        build = root / "build"
+        (build / "images").mkdir(parents=True)
+        (build / "images" / "a.svg").write_text("<svg/>")
+        (build / "other.html").write_text('<h1 id="there">x</h1>')
+
+        def html_with(body: str) -> list[str]:
+            (build / "index.html").write_text(f"<html><body>{body}</body></html>")
+            return check_html(build)
+
+        html_cases = {
+            "clean": ('<a href="other.html#there">x</a><img src="images/a.svg">'
+                      '<a href="https://example.com/">e</a>', False),
+            "broken link": ('<a href="nothere.html">x</a>', True),
+            "broken fragment": ('<a href="other.html#nowhere">x</a>', True),
+            "missing image": ('<img src="images/b.png">', True),
+            "outside the book": ('<a href="../crates/x/src/lib.rs">x</a>', True),
+        }
+        for name, (body, should_fail) in html_cases.items():
+            failed = bool(html_with(body))
+            status = "ok" if failed == should_fail else "WRONG"
+            print(f"self-test: html, {name}: {'fails' if failed else 'passes'} ({status})")
+            if failed != should_fail:
+                problems.append(f"self-test: html, {name}: expected "
+                                f"{'failure' if should_fail else 'success'}")
+    return problems
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "sources":
+        problems = check_sources(Path(argv[1]))
+    elif len(argv) >= 2 and argv[0] == "html":
+        problems = check_html(Path(argv[1]))
+    elif len(argv) >= 3 and argv[0] == "browser":
+        shot = None
+        if len(argv) >= 5 and argv[3] == "--screenshot":
+            shot = Path(argv[4])
+        problems = check_browser(Path(argv[1]), argv[2], shot)
+    elif argv[:1] == ["self-test"]:
+        problems = self_test()
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for p in problems:
+        print(f"FAIL {p}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
