@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Shows who gets served when more clients arrive than a blocking stage can serve at once.
+#
+#   scripts/waiting-room.sh                                   # chat-sequential, 3 clients
+#   scripts/waiting-room.sh chat-threadpool --threads 2       # a pool of 2, 3 clients
+#   CLIENTS=5 scripts/waiting-room.sh chat-threads            # everybody is served at once
+#
+# It starts the stage (release build) on a free port, connects CLIENTS clients one after the
+# other, and prints what each one received within a second. Then the first client quits, and it
+# prints again. Everything runs on 127.0.0.1 and is stopped at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${1:-chat-sequential}
+shift || true
+clients=${CLIENTS:-3}
+exe=target/release/$bin
+if [[ ! -x $exe ]]; then
+    echo "building $bin (release)..."
+    cargo build --release --quiet -p "$bin"
+fi
+
+tmp=$(mktemp -d)
+server_pid=
+cleanup() {
+    [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+"$exe" --addr 127.0.0.1:0 "$@" >"$tmp/stdout" 2>"$tmp/stderr" &
+server_pid=$!
+for _ in $(seq 50); do
+    grep -q '^listening on ' "$tmp/stdout" 2>/dev/null && break
+    sleep 0.1
+done
+addr=$(sed -n 's/^listening on //p' "$tmp/stdout")
+[[ -n $addr ]] || { echo "the server did not start:"; cat "$tmp/stderr"; exit 1; }
+host=${addr%:*}
+port=${addr##*:}
+echo "started: $bin $* (listening on $addr)"
+
+# Each client is a file descriptor opened with bash's /dev/tcp; a background `cat` copies what it
+# receives into a file, so we can look at it whenever we like.
+declare -a readers
+for i in $(seq 1 "$clients"); do
+    fd=$((10 + i))
+    eval "exec $fd<>/dev/tcp/$host/$port"
+    cat <&"$fd" >"$tmp/client$i" &
+    readers+=($!)
+done
+
+show() {
+    sleep 1
+    echo
+    echo "== $1"
+    for i in $(seq 1 "$clients"); do
+        if [[ -s $tmp/client$i ]]; then
+            echo "client $i received: $(head -n 1 "$tmp/client$i")"
+        else
+            echo "client $i received: nothing (connected, waiting)"
+        fi
+    done
+}
+
+show "all $clients clients connected"
+echo
+echo "client 1 types /quit"
+echo "/quit" >&11
+show "one second after client 1 quit"
+
+for i in $(seq 1 "$clients"); do
+    eval "exec $((10 + i))>&-"
+done
+kill "${readers[@]}" 2>/dev/null || true
