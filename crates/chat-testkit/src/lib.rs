@@ -1,0 +1,272 @@
+//! # chat-testkit: one conformance suite for every stage
+//!
+//! Every stage of c10k-chat is judged the same way: its **real binary** is started on
+//! port 0, and test clients talk to it over loopback TCP, line by line, exactly as
+//! `/work/shared/PROTOCOL.md` says. The kit knows nothing of `chat-core`: it tests the
+//! protocol text, so a bug shared by the core and a stage cannot hide.
+//!
+//! A stage adds one file, `tests/conformance.rs`, with one macro call:
+//!
+//! ```text
+//! chat_testkit::conformance!(bin = env!("CARGO_BIN_EXE_chat-threads"), mode = concurrent);
+//! chat_testkit::conformance!(bin = env!("CARGO_BIN_EXE_chat-sequential"), mode = sequential);
+//! chat_testkit::conformance!(
+//!     bin = env!("CARGO_BIN_EXE_chat-threadpool"),
+//!     mode = pool(flag = "--threads"),
+//! );
+//! // Extra flags for every server start, and a module name to call the macro twice:
+//! chat_testkit::conformance!(
+//!     bin = env!("CARGO_BIN_EXE_chat-tokio"),
+//!     mode = concurrent,
+//!     args = ["--flavor", "current-thread"],
+//!     name = current_thread,
+//! );
+//! ```
+//!
+//! and runs it with `cargo test -p chat-threads --test conformance`. The macro expands to
+//! one `#[test]` per check (see [`checks`] for the list and what each proves), so a
+//! failure names its check; the failure message says which client expected which line
+//! and what it got instead, and the server's stderr is printed below it.
+//!
+//! The mode says what the stage promises:
+//! - `sequential`: one client at a time; the next is served when the first leaves.
+//! - `pool(flag = "--threads")`: `--threads N` workers serve N clients at once. Checks
+//!   start it with enough workers for their clients; the limit check starts it with 2.
+//! - `concurrent`: any number of clients at once.
+//!
+//! A check that cannot apply to a mode is not generated for it, and each mode's limit is
+//! itself a check. Every read has a deadline and every server is killed when its check
+//! ends, so no check can hang.
+
+pub mod checks;
+mod client;
+mod garbage;
+mod procfs;
+mod server;
+
+pub use client::{parse_rooms, parse_welcome, parse_who, Client, ReadError, LINE_TIMEOUT};
+pub use garbage::{garbage, Rng};
+pub use procfs::Memory;
+pub use server::{parse_listening_line, Server};
+
+/// How a stage serves clients: decides which checks apply and how servers are started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One client at a time.
+    Sequential,
+    /// A fixed pool of workers; `flag N` sets their number.
+    Pool {
+        /// The command-line flag that sets the number of workers, e.g. `--threads`.
+        flag: &'static str,
+    },
+    /// Any number of clients at once.
+    Concurrent,
+}
+
+/// The stage under test, as declared by the `conformance!` call.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// Path of the stage binary (`env!("CARGO_BIN_EXE_...")`).
+    pub bin: &'static str,
+    /// How it serves clients.
+    pub mode: Mode,
+    /// Extra arguments appended to every server command line.
+    pub args: &'static [&'static str],
+}
+
+/// Workers a pool gets for a check that does not say otherwise (the largest ordinary
+/// check uses 8 clients at once).
+pub const DEFAULT_POOL_WORKERS: usize = 16;
+
+/// How a check wants its server started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// `--max-clients N`, if set.
+    pub max_clients: Option<usize>,
+    /// `--outbox-bytes N`, if set.
+    pub outbox_bytes: Option<usize>,
+    /// For a pool: how many workers (default [`DEFAULT_POOL_WORKERS`]). Ignored otherwise.
+    pub workers: Option<usize>,
+    /// RLIMIT_NOFILE for the server process (soft and hard), if set.
+    pub nofile: Option<u64>,
+}
+
+impl Target {
+    /// The server's arguments for `opts`:
+    /// `--addr 127.0.0.1:0 [--max-clients N] [--outbox-bytes N] [FLAG WORKERS] [extra args]`.
+    pub fn args_for(&self, opts: &Options) -> Vec<String> {
+        let mut args = vec!["--addr".to_string(), "127.0.0.1:0".to_string()];
+        if let Some(n) = opts.max_clients {
+            args.extend(["--max-clients".to_string(), n.to_string()]);
+        }
+        if let Some(n) = opts.outbox_bytes {
+            args.extend(["--outbox-bytes".to_string(), n.to_string()]);
+        }
+        if let Mode::Pool { flag } = self.mode {
+            let workers = opts.workers.unwrap_or(DEFAULT_POOL_WORKERS);
+            args.extend([flag.to_string(), workers.to_string()]);
+        }
+        args.extend(self.args.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// Starts the stage binary with `opts` and waits until it listens.
+    #[track_caller]
+    pub fn start(&self, opts: Options) -> Server {
+        Server::start(self.bin, &self.args_for(&opts), opts.nofile)
+    }
+
+    /// Whether two clients can be served at once (every mode but `sequential`).
+    pub fn concurrent_clients(&self) -> bool {
+        self.mode != Mode::Sequential
+    }
+}
+
+/// Generates the conformance tests for one stage; see the crate documentation.
+///
+/// `bin = EXPR, mode = sequential | concurrent | pool(flag = EXPR)`, then optionally
+/// `args = [EXPR, ...]` and `name = IDENT` (wraps the tests in `mod IDENT`, so one test
+/// file can hold several configurations of the same binary).
+#[macro_export]
+macro_rules! conformance {
+    (
+        bin = $bin:expr, mode = $($rest:tt)*
+    ) => {
+        $crate::__conformance_mode! { bin = $bin; $($rest)* }
+    };
+}
+
+/// Internal: splits off the mode. Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_mode {
+    (bin = $bin:expr; sequential $($tail:tt)*) => {
+        $crate::__conformance_opts! {
+            bin = $bin; mode = $crate::Mode::Sequential; kind = sequential; $($tail)*
+        }
+    };
+    (bin = $bin:expr; concurrent $($tail:tt)*) => {
+        $crate::__conformance_opts! {
+            bin = $bin; mode = $crate::Mode::Concurrent; kind = concurrent; $($tail)*
+        }
+    };
+    (bin = $bin:expr; pool(flag = $flag:expr $(,)?) $($tail:tt)*) => {
+        $crate::__conformance_opts! {
+            bin = $bin; mode = $crate::Mode::Pool { flag: $flag }; kind = pool; $($tail)*
+        }
+    };
+}
+
+/// Internal: reads the optional `args` and `name`. Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_opts {
+    (
+        bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
+        $(, args = [$($arg:expr),* $(,)?])? $(, name = $name:ident)? $(,)?
+    ) => {
+        $crate::__conformance_opts! {
+            @name [$($name)?]
+            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]
+        }
+    };
+    (@name [] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident; args = [$($arg:expr),*]) => {
+        const __CHAT_TESTKIT_TARGET: $crate::Target =
+            $crate::Target { bin: $bin, mode: $mode, args: &[$($arg),*] };
+        $crate::__conformance_tests! { $kind }
+    };
+    (@name [$name:ident] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident; args = [$($arg:expr),*]) => {
+        mod $name {
+            const __CHAT_TESTKIT_TARGET: $crate::Target =
+                $crate::Target { bin: $bin, mode: $mode, args: &[$($arg),*] };
+            $crate::__conformance_tests! { $kind }
+        }
+    };
+}
+
+/// Internal: which checks each kind of stage gets. Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    (sequential) => {
+        $crate::__conformance_tests! { @common sequential_one_client_at_a_time }
+    };
+    (pool) => {
+        $crate::__conformance_tests! { @common @multi pool_serves_at_most_n_clients }
+    };
+    (concurrent) => {
+        $crate::__conformance_tests! { @common @multi connect_burst_all_welcomed }
+    };
+    // Checks every mode gets (one client at a time is enough for them).
+    (@common $($more:tt)*) => {
+        $crate::__conformance_tests! {
+            @emit
+            welcome_line, message_alone_not_echoed, crlf_and_empty_lines, nick_command,
+            join_command, who_and_rooms_alone, msg_errors, escape_unknown_and_help,
+            line_limits, huge_line_bounded_memory, invalid_utf8, garbage_survived,
+            quit_command, sigterm_shuts_down_cleanly, flooding_help_closed_as_slow_consumer;
+            $($more)*
+        }
+    };
+    // Checks that need several clients at once (pool and concurrent).
+    (@emit $($done:ident),*; @multi $($more:tt)*) => {
+        $crate::__conformance_tests! {
+            @emit
+            $($done,)*
+            welcome_two_clients, message_reaches_room_not_sender, crlf_in_room,
+            nick_in_room, join_in_room, who_and_rooms_in_room, msg_private,
+            escape_in_room, line_limits_in_room, utf8_in_room, garbage_isolated,
+            quit_in_room, slow_consumer_in_room, fan_out_keeps_order, many_clients,
+            max_clients, emfile_backs_off;
+            $($more)*
+        }
+    };
+    (@emit $($check:ident),*; $($last:ident)*) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::checks::$check(&__CHAT_TESTKIT_TARGET);
+            }
+        )*
+        $(
+            #[test]
+            fn $last() {
+                $crate::checks::$last(&__CHAT_TESTKIT_TARGET);
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_arguments_follow_the_contract() {
+        let t = Target {
+            bin: "x",
+            mode: Mode::Pool { flag: "--threads" },
+            args: &["--flavor", "current-thread"],
+        };
+        let opts = Options {
+            max_clients: Some(3),
+            outbox_bytes: Some(4096),
+            ..Options::default()
+        };
+        assert_eq!(
+            t.args_for(&opts).join(" "),
+            "--addr 127.0.0.1:0 --max-clients 3 --outbox-bytes 4096 --threads 16 \
+             --flavor current-thread"
+        );
+        let c = Target {
+            bin: "x",
+            mode: Mode::Concurrent,
+            args: &[],
+        };
+        let opts = Options {
+            workers: Some(2),
+            ..Options::default()
+        };
+        assert_eq!(c.args_for(&opts).join(" "), "--addr 127.0.0.1:0");
+    }
+}

@@ -1,0 +1,490 @@
+//! The server under test: a real stage binary started as a child process.
+//!
+//! [`Server::start`] runs `BIN --addr 127.0.0.1:0 ...`, reads the one `listening on ADDR`
+//! line from its stdout (with a timeout) and captures its stderr on a background thread.
+//! Dropping a `Server` kills the process, and if the check is failing (the thread is
+//! panicking) prints the command line and the captured stderr, so every failure shows
+//! what the server logged.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+use crate::procfs;
+
+/// How long a server may take to print `listening on ADDR` (debug build, busy machine).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How much of the server's stderr is kept: the first `HEAD` bytes (start-up errors) and
+/// the last `TAIL` bytes (what happened just before the failure).
+const HEAD: usize = 16 * 1024;
+/// See [`HEAD`].
+const TAIL: usize = 64 * 1024;
+
+/// A bounded copy of what the server wrote to stderr.
+#[derive(Debug, Default)]
+struct Captured {
+    /// The first `HEAD` bytes.
+    head: Vec<u8>,
+    /// The last `TAIL` bytes after the head.
+    tail: VecDeque<u8>,
+    /// How many bytes between head and tail were dropped.
+    dropped: usize,
+}
+
+impl Captured {
+    /// Appends a chunk, keeping the head and a bounded tail.
+    fn push(&mut self, mut bytes: &[u8]) {
+        let room = HEAD.saturating_sub(self.head.len());
+        let (h, rest) = bytes.split_at(room.min(bytes.len()));
+        self.head.extend_from_slice(h);
+        bytes = rest;
+        self.tail.extend(bytes);
+        let excess = self.tail.len().saturating_sub(TAIL);
+        self.tail.drain(..excess);
+        self.dropped += excess;
+    }
+
+    /// All that was kept, as text, with a marker where bytes were dropped.
+    fn text(&self) -> String {
+        let mut s = String::from_utf8_lossy(&self.head).into_owned();
+        if self.dropped > 0 {
+            s.push_str(&format!(
+                "\n[... {} bytes of stderr left out ...]\n",
+                self.dropped
+            ));
+        }
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        s.push_str(&String::from_utf8_lossy(&tail));
+        s
+    }
+}
+
+/// Raises this test process's own descriptor limit to its hard limit (once): the heavy
+/// checks open a thousand sockets.
+pub fn raise_own_fd_limit() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
+/// Parses the server's first stdout line, `listening on ADDR`, into a loopback address.
+pub fn parse_listening_line(line: &str) -> Result<SocketAddr, String> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let addr = line
+        .strip_prefix("listening on ")
+        .ok_or_else(|| format!("expected `listening on ADDR` on stdout, got {line:?}"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("`listening on ADDR`: {addr:?} is not an address: {e}"))?;
+    if !addr.ip().is_loopback() || addr.port() == 0 {
+        return Err(format!(
+            "`listening on ADDR` must give the real loopback address and port, got {addr}"
+        ));
+    }
+    Ok(addr)
+}
+
+/// A running stage binary.
+#[derive(Debug)]
+pub struct Server {
+    /// The command line, for messages.
+    command: String,
+    /// The child process.
+    child: Child,
+    /// Where it listens (from `listening on ADDR`).
+    addr: SocketAddr,
+    /// What it has written to stderr so far (filled by a background thread).
+    stderr: Arc<Mutex<Captured>>,
+    /// Closed by the stderr thread when stderr reaches EOF.
+    stderr_done: Receiver<()>,
+    /// Whatever it wrote to stdout after the `listening on` line (should be nothing).
+    stdout_rest: Arc<Mutex<Vec<u8>>>,
+    /// Closed by the stdout thread when stdout reaches EOF.
+    stdout_done: Receiver<()>,
+    /// Its exit status, once we have reaped it.
+    exited: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `bin args...`, optionally with RLIMIT_NOFILE lowered to `nofile` (soft and
+    /// hard, so the server cannot raise it back), and waits for `listening on ADDR`.
+    #[track_caller]
+    pub fn start(bin: &str, args: &[String], nofile: Option<u64>) -> Server {
+        match Server::try_start(bin, args, nofile, STARTUP_TIMEOUT) {
+            Ok(server) => server,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`Server::start`] returning the failure instead of panicking.
+    pub fn try_start(
+        bin: &str,
+        args: &[String],
+        nofile: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Server, String> {
+        raise_own_fd_limit();
+        let command = std::iter::once(bin)
+            .chain(args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(limit) = nofile {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: the closure runs in the child between fork and exec, where only
+            // async-signal-safe calls are allowed; setrlimit is a plain system call and
+            // the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the server `{command}`: {e}"))?;
+
+        // stderr: copy into a bounded buffer until EOF, on its own thread so the pipe never
+        // fills up and blocks the server.
+        let stderr = Arc::new(Mutex::new(Captured::default()));
+        let (stderr_tx, stderr_done) = mpsc::channel::<()>();
+        if let Some(mut pipe) = child.stderr.take() {
+            let sink = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().expect("stderr buffer lock").push(&buf[..n]);
+                }
+                drop(stderr_tx);
+            });
+        }
+
+        // stdout: hand the first line over, then keep whatever else comes (there should
+        // be nothing; the SIGTERM check looks).
+        let stdout_rest = Arc::new(Mutex::new(Vec::new()));
+        let (line_tx, line_rx) = mpsc::channel::<std::io::Result<String>>();
+        let (stdout_tx, stdout_done) = mpsc::channel::<()>();
+        if let Some(pipe) = child.stdout.take() {
+            let rest = Arc::clone(&stdout_rest);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(pipe);
+                let mut first = String::new();
+                let got = reader
+                    .by_ref()
+                    .take(4096)
+                    .read_line(&mut first)
+                    .map(|_| first);
+                let _ = line_tx.send(got);
+                let mut buf = Vec::new();
+                let _ = reader.take(1 << 20).read_to_end(&mut buf);
+                rest.lock().expect("stdout buffer lock").extend(buf);
+                drop(stdout_tx);
+            });
+        }
+
+        let mut server = Server {
+            command,
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+            stderr_done,
+            stdout_rest,
+            stdout_done,
+            exited: None,
+        };
+        let first = match line_rx.recv_timeout(timeout) {
+            Ok(Ok(line)) if line.is_empty() => Err("stdout closed".to_string()),
+            Ok(Ok(line)) => parse_listening_line(&line),
+            Ok(Err(e)) => Err(format!("reading stdout: {e}")),
+            Err(_) => Err(format!("no `listening on ADDR` line within {timeout:?}")),
+        };
+        match first {
+            Ok(addr) => {
+                server.addr = addr;
+                Ok(server)
+            }
+            Err(why) => {
+                server.kill();
+                let status = server
+                    .exited
+                    .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+                Err(format!(
+                    "the server `{}` did not start: {why} (exit status: {status})\n\
+                     --- server stderr ---\n{}--- end of server stderr ---",
+                    server.command,
+                    server.stderr_text()
+                ))
+            }
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The command line the server was started with.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// A new connection (no line read yet).
+    #[track_caller]
+    pub fn connect(&self, label: &str) -> Client {
+        Client::connect(label, self.addr)
+    }
+
+    /// A new connection whose welcome line has been read (its nick is known).
+    #[track_caller]
+    pub fn join(&self, label: &str) -> Client {
+        let mut c = self.connect(label);
+        c.expect_welcome();
+        c
+    }
+
+    /// Memory figures now (see [`procfs::Memory`]).
+    #[track_caller]
+    pub fn memory(&self) -> procfs::Memory {
+        procfs::memory(self.pid()).unwrap_or_else(|e| panic!("server memory: {e}"))
+    }
+
+    /// CPU time used so far (user + system).
+    #[track_caller]
+    pub fn cpu_time(&self) -> Duration {
+        procfs::cpu_time(self.pid()).unwrap_or_else(|e| panic!("server CPU time: {e}"))
+    }
+
+    /// Number of open descriptors.
+    #[track_caller]
+    pub fn open_fds(&self) -> usize {
+        procfs::open_fds(self.pid()).unwrap_or_else(|e| panic!("server descriptors: {e}"))
+    }
+
+    /// Asserts that the process is still running.
+    #[track_caller]
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.exited {
+            panic!("the server had already exited ({status})");
+        }
+        match self.child.try_wait() {
+            Ok(None) => {}
+            Ok(Some(status)) => {
+                self.exited = Some(status);
+                panic!("the server died during the check: {status}");
+            }
+            Err(e) => panic!("cannot query the server process: {e}"),
+        }
+    }
+
+    /// Sends SIGTERM.
+    #[track_caller]
+    pub fn terminate(&self) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits in pid_t");
+        // SAFETY: kill has no memory-safety preconditions; pid is our own live child
+        // (not reaped yet, so the pid cannot have been reused).
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            panic!("kill(SIGTERM): {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if it is
+    /// still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while self.exited.is_none() {
+            match self.child.try_wait() {
+                Ok(Some(status)) => self.exited = Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => break,
+            }
+        }
+        self.exited
+    }
+
+    /// After the process has exited: what it wrote to stdout after `listening on ADDR`.
+    pub fn stdout_after_listening(&self) -> Vec<u8> {
+        // The pipe reaches EOF when the process is gone; wait a little for the thread.
+        let _ = self.stdout_done.recv_timeout(Duration::from_secs(2));
+        self.stdout_rest.lock().expect("stdout buffer lock").clone()
+    }
+
+    /// What the server has written to stderr so far (bounded; see `HEAD`/`TAIL`).
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("stderr buffer lock").text()
+    }
+
+    /// Ends a passing check: asserts that the server is still alive and that nothing in
+    /// it panicked (a thread-per-client server survives a panicking thread, but a panic
+    /// on client input is a bug all the same). Then the server is killed.
+    #[track_caller]
+    pub fn finish(mut self) {
+        self.assert_alive();
+        let stderr = self.stderr_text();
+        if stderr.contains("panicked at") {
+            panic!("a thread of the server panicked (see its stderr below)");
+        }
+    }
+
+    /// Kills the process (if it still runs), reaps it and waits briefly for its stderr.
+    fn kill(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
+        let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- server `{}` (pid {}) stderr ---\n{}--- end of server stderr ---",
+                self.command,
+                self.child.id(),
+                self.stderr_text()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn listening_lines() {
+        assert_eq!(
+            parse_listening_line("listening on 127.0.0.1:4242\n"),
+            Ok("127.0.0.1:4242".parse().unwrap())
+        );
+        for bad in [
+            "listening on 127.0.0.1:0",
+            "listening on 0.0.0.0:7878",
+            "Listening on 127.0.0.1:1",
+            "listening on localhost:1",
+            "127.0.0.1:1",
+            "",
+        ] {
+            assert!(parse_listening_line(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn captured_stderr_keeps_head_and_tail() {
+        let mut c = Captured::default();
+        c.push(&vec![b'h'; HEAD]);
+        c.push(&vec![b'm'; 3 * TAIL]);
+        c.push(b"the end");
+        let text = c.text();
+        assert!(text.starts_with("hhh"));
+        assert!(text.ends_with("the end"));
+        assert!(text.contains(&format!("{} bytes of stderr left out", 2 * TAIL + 7)));
+    }
+
+    /// Writes an executable shell script standing in for a server.
+    fn script(name: &str, body: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("chat-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(f, "#!/bin/sh\n{body}").unwrap();
+        drop(f);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_wrong_first_line_fails_start_with_the_stderr() {
+        let bin = script("wrong", "echo 'oops' >&2; echo 'hello'; exec sleep 30");
+        let err = Server::try_start(&bin, &[], None, STARTUP_TIMEOUT).unwrap_err();
+        assert!(err.contains("\"hello\"") && err.contains("oops"), "{err}");
+    }
+
+    #[test]
+    fn a_crash_before_listening_reports_the_exit_status() {
+        let bin = script("crash", "echo 'cannot bind' >&2; exit 3");
+        let err = Server::try_start(&bin, &[], None, STARTUP_TIMEOUT).unwrap_err();
+        assert!(
+            err.contains("stdout closed") && err.contains("cannot bind"),
+            "{err}"
+        );
+        assert!(err.contains("exit status: 3"), "{err}");
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let bin = script("silent", "exec sleep 30");
+        let err = Server::try_start(&bin, &[], None, Duration::from_millis(200)).unwrap_err();
+        assert!(err.contains("no `listening on ADDR` line"), "{err}");
+    }
+
+    #[test]
+    fn a_good_start_is_read_and_the_process_is_killed_on_drop() {
+        let bin = script(
+            "good",
+            "echo \"limit $(ulimit -n) args $*\" >&2; echo 'listening on 127.0.0.1:9'; exec sleep 30",
+        );
+        let args = vec!["--addr".to_string(), "127.0.0.1:0".to_string()];
+        let mut server = Server::try_start(&bin, &args, Some(64), STARTUP_TIMEOUT).unwrap();
+        assert_eq!(server.addr(), "127.0.0.1:9".parse().unwrap());
+        server.assert_alive();
+        let pid = server.pid();
+        // Wait (bounded) for the script's stderr line to be captured.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.stderr_text().contains("limit") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            server
+                .stderr_text()
+                .contains("limit 64 args --addr 127.0.0.1:0"),
+            "{}",
+            server.stderr_text()
+        );
+        drop(server);
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}
