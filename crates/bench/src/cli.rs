@@ -1,0 +1,351 @@
+//! The command line: `run`, `compare`, `report` and `ceiling`.
+//!
+//! `chat-bench --help` and `chat-bench run --help` list every flag; the
+//! scenarios are documented in `scenario.rs` and shown by `--help` too.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::compare::{self, Config};
+use crate::scenario::{Plan, Profile, Scenario, Target};
+use crate::{ceiling, engine, report, sys};
+
+/// Open-loop, room-aware load generator for line-based chat servers.
+///
+/// Measures delivery latency (from the *intended* send time, so a stalled
+/// server cannot hide its stalls), loss, duplicates and reordering, and what
+/// the server costs (RSS, threads, CPU per delivery).
+#[derive(Debug, Parser)]
+#[command(name = "chat-bench", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one scenario against a running server.
+    Run(RunArgs),
+    /// Start every stage binary, run the same scenarios on each, write results and a table.
+    Compare(CompareArgs),
+    /// Turn a results folder into Markdown tables and SVG plots.
+    Report(ReportArgs),
+    /// Measure the loopback ceiling: a trivial broadcaster, no chat logic.
+    Ceiling(CeilingArgs),
+}
+
+/// A CPU to pin to, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Cpu(pub Option<usize>);
+
+fn parse_cpu(s: &str) -> std::result::Result<Cpu, String> {
+    if s == "none" {
+        return Ok(Cpu(None));
+    }
+    s.parse()
+        .map(|c| Cpu(Some(c)))
+        .map_err(|_| format!("expected a CPU number or `none`, got {s:?}"))
+}
+
+/// Pinning flags shared by the subcommands.
+#[derive(Debug, Args)]
+pub struct Pinning {
+    /// CPU for the generator (`none`: do not pin).
+    #[arg(long, value_parser = parse_cpu, default_value = "1")]
+    pub cpu: Cpu,
+    /// CPU for the server (`none`: do not pin). With `run`, applied to the
+    /// `--pid` process's threads.
+    #[arg(long, value_parser = parse_cpu, default_value = "0")]
+    pub server_cpu: Cpu,
+}
+
+impl Pinning {
+    /// The pinning to use: none of it on a one-CPU machine.
+    fn effective(&self) -> (Option<usize>, Option<usize>) {
+        if sys::cpu_count() < 2 {
+            (None, None)
+        } else {
+            (self.cpu.0, self.server_cpu.0)
+        }
+    }
+}
+
+/// `chat-bench run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: std::net::SocketAddr,
+    /// Scenario to run.
+    #[arg(long, value_enum, default_value = "chat")]
+    pub scenario: Scenario,
+    /// Preset sizes and durations.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub profile: Profile,
+    /// Clients in rooms (overrides the preset).
+    #[arg(long)]
+    pub clients: Option<usize>,
+    /// Clients per room (overrides the preset).
+    #[arg(long)]
+    pub room_size: Option<usize>,
+    /// Messages per second per sending client (overrides the preset).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Measured seconds (overrides the preset).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Bytes per message line (overrides the preset).
+    #[arg(long)]
+    pub message_size: Option<usize>,
+    /// Longest wait, in seconds, for all clients to be in their rooms.
+    #[arg(long)]
+    pub ramp_timeout: Option<f64>,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The server's pid, for RSS, threads and CPU figures.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// First line each client sends (`{id}` is the client id), e.g. `NAME user{id}`.
+    #[arg(long, default_value = "")]
+    pub hello: String,
+    /// Line that joins a room (`{room}`, `{id}`); empty: all clients in one room.
+    #[arg(long, default_value = "/join {room}")]
+    pub join: String,
+    /// Prefix of the welcome line; empty: connected counts as welcomed.
+    #[arg(long, default_value = "* welcome ")]
+    pub welcome: String,
+    /// Prefix of the join confirmation; empty: do not wait for one.
+    #[arg(long, default_value = "* you joined ")]
+    pub join_ack: String,
+    /// Line a churning client sends before the server closes it; empty: close.
+    #[arg(long, default_value = "/quit")]
+    pub quit: String,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Pinning.
+    #[command(flatten)]
+    pub pinning: Pinning,
+}
+
+/// `chat-bench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// `all`, or a comma-separated list of stages (e.g. `epoll,mio,tokio`).
+    #[arg(long, default_value = "all")]
+    pub stages: String,
+    /// `all`, or a comma-separated list of scenarios.
+    #[arg(long, default_value = "all")]
+    pub scenarios: String,
+    /// Preset sizes and durations.
+    #[arg(long, value_enum, default_value = "quick")]
+    pub profile: Profile,
+    /// Folder under which `<date>-<host>/` is created.
+    #[arg(long, default_value = "results")]
+    pub out: PathBuf,
+    /// Where the stage binaries are.
+    #[arg(long, default_value = "target/release")]
+    pub bin_dir: PathBuf,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Pinning.
+    #[command(flatten)]
+    pub pinning: Pinning,
+}
+
+/// `chat-bench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A folder written by `compare`.
+    pub results_dir: PathBuf,
+    /// Where to write (default: `RESULTS_DIR/report`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `chat-bench ceiling`.
+#[derive(Debug, Args)]
+pub struct CeilingArgs {
+    /// Loopback connections to write to.
+    #[arg(long, default_value_t = 100)]
+    pub sockets: usize,
+    /// Bytes per message (the server's `<guestN> ` prefix comes on top).
+    #[arg(long, default_value_t = 64)]
+    pub message_size: usize,
+    /// Seconds per mode.
+    #[arg(long, default_value_t = 2.0)]
+    pub duration: f64,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Pinning (the broadcaster runs where a server would).
+    #[command(flatten)]
+    pub pinning: Pinning,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Pins the generator's thread and raises its descriptor limit.
+fn prepare(own_cpu: Option<usize>) -> Result<()> {
+    sys::raise_nofile_limit()?;
+    if let Some(cpu) = own_cpu {
+        sys::pin_thread(0, cpu)
+            .map_err(|e| format!("cannot pin the generator to CPU {cpu}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Run(a) => run(a),
+        Cmd::Compare(a) => compare_cmd(a),
+        Cmd::Report(a) => {
+            let loaded = report::load(&a.results_dir)?;
+            let out = a.out.unwrap_or_else(|| a.results_dir.join("report"));
+            for p in report::write(&loaded, &out)? {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Ceiling(a) => {
+            let (own, server) = a.pinning.effective();
+            prepare(own)?;
+            let mut c = ceiling::measure(
+                a.sockets,
+                a.message_size,
+                Duration::from_secs_f64(a.duration),
+                server,
+            )?;
+            c.conditions = sys::conditions(compare::pinning_text(own, server));
+            print!("{}", report::ceiling_table(Some(&c)));
+            if let Some(path) = a.json {
+                compare::write_json(&path, &c)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let mut plan = Plan::preset(a.scenario, a.profile);
+    if let Some(v) = a.clients {
+        plan.clients = v;
+    }
+    if let Some(v) = a.room_size {
+        plan.room_size = v.max(1);
+    }
+    if let Some(v) = a.rate {
+        plan.rate = v;
+    }
+    if let Some(v) = a.duration {
+        plan.duration = Duration::from_secs_f64(v);
+    }
+    if let Some(v) = a.message_size {
+        plan.message_size = v;
+    }
+    if let Some(v) = a.ramp_timeout {
+        plan.ramp_timeout = Duration::from_secs_f64(v);
+    }
+    let target = Target {
+        addr: a.addr,
+        hello: a.hello,
+        join: a.join,
+        welcome: a.welcome,
+        join_ack: a.join_ack,
+        quit: a.quit,
+    };
+    let (own, mut server_cpu) = a.pinning.effective();
+    prepare(own)?;
+    match (a.pid, server_cpu) {
+        (Some(pid), Some(cpu)) => sys::pin_process(pid, cpu)
+            .map_err(|e| format!("cannot pin server pid {pid} to CPU {cpu}: {e}"))?,
+        // Without a pid there is nothing to pin; record that honestly.
+        (None, _) => server_cpu = None,
+        _ => {}
+    }
+    let opts = engine::Options {
+        progress: !a.quiet,
+        label: a.addr.to_string(),
+        server_pid: a.pid,
+        own_cpu: own,
+        server_cpu,
+    };
+    let mut r = engine::run(&plan, &target, &opts)?;
+    r.conditions = sys::conditions(compare::pinning_text(own, server_cpu));
+    print_summary(&r);
+    if let Some(path) = a.json {
+        compare::write_json(&path, &r)?;
+    }
+    Ok(())
+}
+
+/// A few readable lines about one result.
+fn print_summary(r: &crate::result::RunResult) {
+    println!(
+        "{}: {} of {} clients ready in {:.2} s; sent {} expected {} delivered {} lost {} duplicated {} reordered {} (undeliverable {}, unsent {})",
+        r.scenario, r.connect.ready, r.clients, r.connect.duration_s, r.sent, r.expected,
+        r.delivered, r.lost, r.duplicated, r.reordered, r.undeliverable, r.unsent
+    );
+    let l = &r.latency_us;
+    println!(
+        "deliveries/s {:.0}; latency p50 {} us p90 {} us p99 {} us p99.9 {} us max {} us",
+        r.deliveries_per_sec, l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    if let Some(s) = &r.server {
+        println!(
+            "server: rss {} KiB (peak {}), threads {}, cpu {:.2} s, {} us per delivery",
+            s.rss_kib,
+            s.peak_rss_kib,
+            s.threads,
+            s.cpu_s,
+            s.cpu_us_per_delivery
+                .map_or("-".into(), |v| format!("{v:.2}"))
+        );
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+}
+
+fn compare_cmd(a: CompareArgs) -> Result<()> {
+    let scenarios = if a.scenarios.trim() == "all" {
+        Scenario::ALL.to_vec()
+    } else {
+        a.scenarios
+            .split(',')
+            .map(|s| <Scenario as clap::ValueEnum>::from_str(s.trim(), true))
+            .collect::<std::result::Result<Vec<_>, _>>()?
+    };
+    let (own, server) = a.pinning.effective();
+    prepare(own)?;
+    let cfg = Config {
+        stages: compare::select_stages(&a.stages)?,
+        scenarios,
+        profile: a.profile,
+        out: a.out,
+        bin_dir: a.bin_dir,
+        own_cpu: own,
+        server_cpu: server,
+        progress: !a.quiet,
+    };
+    let dir = compare::compare(&cfg)?;
+    let loaded = report::load(&dir)?;
+    let written = report::write(&loaded, &dir.join("report"))?;
+    println!("{}", report::overview(&loaded));
+    println!("{}", report::ceiling_table(loaded.ceiling.as_ref()));
+    println!("results: {}", dir.display());
+    println!("summary: {}", dir.join("summary.md").display());
+    println!(
+        "report:  {} ({} files)",
+        dir.join("report").display(),
+        written.len()
+    );
+    Ok(())
+}

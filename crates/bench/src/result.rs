@@ -1,0 +1,281 @@
+//! What a run produces: the JSON the generator writes and `report` reads.
+//!
+//! Every figure carries its unit in its name (`_us`, `_kib`, `_per_sec`, `_s`)
+//! so a reader of the raw JSON needs no other document. Fields that only some
+//! scenarios fill are `Option`s and are left out of the JSON when empty.
+
+use serde::{Deserialize, Serialize};
+
+/// Latency percentiles of one histogram, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// How many values the histogram holds.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest value seen.
+    pub max: u64,
+}
+
+impl Latency {
+    /// Summarises an HdrHistogram.
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            count: h.len(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// The connect ramp: how many clients got in, and how fast.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Connect {
+    /// Clients the scenario asked for.
+    pub attempted: u64,
+    /// Clients whose TCP connect completed.
+    pub connected: u64,
+    /// Clients that got the welcome line (or, without a welcome pattern, connected).
+    pub welcomed: u64,
+    /// Clients that were welcomed and confirmed in their room before messages flowed.
+    pub ready: u64,
+    /// Connects that failed outright (refused, reset, out of descriptors).
+    pub failed: u64,
+    /// Connections the server refused with `! server full`.
+    pub rejected_full: u64,
+    /// Clients still not ready when the ramp's time ran out (then closed).
+    pub timed_out: u64,
+    /// Wall time of the ramp, seconds.
+    pub duration_s: f64,
+    /// Ready clients per second of ramp.
+    pub per_sec: f64,
+    /// Time from starting the connect to the welcome line, per welcomed client.
+    pub time_to_welcome_us: Latency,
+    /// Server RSS and elapsed time at every tenth of the ramp (for the plots).
+    pub samples: Vec<RampSample>,
+}
+
+/// One point of the ramp curve.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct RampSample {
+    /// Clients ready at that moment.
+    pub clients: u64,
+    /// Seconds since the ramp started.
+    pub elapsed_s: f64,
+    /// Server RSS, KiB (0 when the server pid is unknown).
+    pub rss_kib: u64,
+}
+
+/// One step of the `flood` scenario.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// Messages per second per sending client in this step.
+    pub rate: f64,
+    /// Deliveries per second the schedule offered (sends times fan-out).
+    pub offered_per_sec: f64,
+    /// Deliveries per second that arrived during the step.
+    pub deliveries_per_sec: f64,
+    /// Latency of the step's messages.
+    pub latency_us: Latency,
+    /// Messages the generator could not hand to the kernel (server not reading).
+    pub unsent: u64,
+    /// Whether p99 stayed under the bound and at least 90% of the offered load arrived.
+    pub bounded: bool,
+}
+
+/// The `idle` scenario's memory figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Idle {
+    /// Server RSS growth per ready client, bytes.
+    pub rss_per_connection_bytes: Option<f64>,
+    /// Growth of the kernel's TCP memory (`/proc/net/sockstat`, both ends of
+    /// each loopback connection) per ready client, bytes.
+    pub kernel_per_connection_bytes: f64,
+    /// Growth of the kernel's TCP memory over the ramp, KiB.
+    pub kernel_tcp_delta_kib: i64,
+}
+
+/// The `slow` scenario's figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Slow {
+    /// Clients that stop reading once they are in their room.
+    pub slow_clients: u64,
+    /// Of those, how many the server dropped as slow consumers.
+    pub slow_dropped: u64,
+    /// Reading clients the server dropped as slow consumers (should be 0).
+    pub readers_dropped: u64,
+    /// `(slow consumer)` notices seen, in total, by all readers.
+    pub notices: u64,
+}
+
+/// The `churn` scenario's figures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Churn {
+    /// Concurrent churning clients.
+    pub churners: u64,
+    /// Completed cycles: connect, welcome, join, quit, closed by the server.
+    pub cycles: u64,
+    /// Cycles per second.
+    pub per_sec: f64,
+    /// Cycles that failed (connect error, server full, no welcome in time).
+    pub failed: u64,
+    /// Time to welcome of the churning connects.
+    pub time_to_welcome_us: Latency,
+}
+
+/// What the server cost, read from `/proc/PID`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Server {
+    /// The server's process id.
+    pub pid: u32,
+    /// RSS at the end of the measured phase, KiB.
+    pub rss_kib: u64,
+    /// Peak RSS over the process's life (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+    /// RSS before the first client connected, KiB.
+    pub start_rss_kib: u64,
+    /// Threads at the end of the measured phase.
+    pub threads: u64,
+    /// Server CPU (user + system) over the whole run, seconds.
+    pub cpu_s: f64,
+    /// Server CPU during the measured phase divided by deliveries in it, microseconds.
+    pub cpu_us_per_delivery: Option<f64>,
+    /// CPU the server was pinned to, if any.
+    pub cpu: Option<usize>,
+    /// How the server stopped, when the generator started it.
+    pub exit: Option<Exit>,
+}
+
+/// How a server the generator started reacted to SIGTERM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Exit {
+    /// Exited by itself within the grace period.
+    pub in_time: bool,
+    /// Its exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// Seconds from SIGTERM to exit (or to SIGKILL).
+    pub seconds: f64,
+}
+
+/// What the generator itself cost during the measured phase.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Generator {
+    /// CPU the generator was pinned to, if any.
+    pub cpu: Option<usize>,
+    /// The generator thread's CPU during the measured phase, seconds.
+    pub cpu_s: f64,
+    /// That CPU time over the phase's wall time (1.0: its core was saturated).
+    pub busy: f64,
+    /// True when `busy` was at least 0.9: the figures may show the generator's
+    /// limit rather than the server's.
+    pub load_bound: bool,
+}
+
+/// Where and how a result was produced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Conditions {
+    /// The generator's command line.
+    pub command: String,
+    /// `git describe`-like revision of the working tree, `-dirty` when modified.
+    pub git_revision: String,
+    /// The rustc that built the generator.
+    pub rustc: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// CPU model and count.
+    pub cpu_model: String,
+    /// Host name.
+    pub host: String,
+    /// `generator on CPU 1, server on CPU 0`, or what was used instead.
+    pub pinning: String,
+    /// UTC date and time, ISO 8601.
+    pub date: String,
+}
+
+/// One scenario run against one server: the JSON object `--json` writes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Scenario name.
+    pub scenario: String,
+    /// The stage label when `compare` ran it, else absent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub stage: Option<String>,
+    /// Clients asked for.
+    pub clients: u64,
+    /// Clients per room.
+    pub room_size: u64,
+    /// Messages per second per sending client (the first step's, for `flood`).
+    pub rate: f64,
+    /// Bytes per message line, before `\n`.
+    pub message_size: u64,
+    /// Length of the measured phase, seconds.
+    pub duration_s: f64,
+    /// The connect ramp.
+    pub connect: Connect,
+    /// Messages accounted senders handed to the kernel.
+    pub sent: u64,
+    /// Deliveries that had to happen.
+    pub expected: u64,
+    /// Deliveries that happened (distinct).
+    pub delivered: u64,
+    /// Expected deliveries that never came, between members that stayed.
+    pub lost: u64,
+    /// Extra copies received.
+    pub duplicated: u64,
+    /// Deliveries that broke per-sender order.
+    pub reordered: u64,
+    /// Missing deliveries to or from members the server disconnected.
+    pub undeliverable: u64,
+    /// Receipts nothing explains (wrong room, unknown sender).
+    pub unexpected: u64,
+    /// Receipts of one's own message.
+    pub echoed: u64,
+    /// Messages the schedule wanted but the generator could not hand to the
+    /// kernel because the server stopped reading.
+    pub unsent: u64,
+    /// Accounted clients the server disconnected during the run.
+    pub disconnected_by_server: u64,
+    /// Deliveries per second during the measured phase (by arrival time).
+    pub deliveries_per_sec: f64,
+    /// Latency of messages meant to be sent in the measured phase.
+    pub latency_us: Latency,
+    /// `flood`: every step.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub steps: Vec<Step>,
+    /// `flood`: the highest delivery rate of a step with bounded p99.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub max_bounded_deliveries_per_sec: Option<f64>,
+    /// `idle`: memory per connection.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub idle: Option<Idle>,
+    /// `slow`: slow-consumer accounting.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slow: Option<Slow>,
+    /// `churn`: connect/disconnect rate.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub churn: Option<Churn>,
+    /// Server cost, when its pid is known.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub server: Option<Server>,
+    /// Generator cost.
+    pub generator: Generator,
+    /// What happened, in words: "welcomed 1 of 1000", errors, warnings.
+    pub notes: Vec<String>,
+    /// Set when the run could not be carried out at all.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Where and how it ran.
+    pub conditions: Conditions,
+}
