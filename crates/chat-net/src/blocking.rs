@@ -60,8 +60,9 @@ struct State {
 /// A client's socket as the other threads see it.
 #[derive(Debug)]
 struct Conn {
-    /// A handle to the client's socket (a `dup` of the one its thread reads from).
-    stream: TcpStream,
+    /// The client's socket, shared with the thread that reads from it (not a `dup`: a second
+    /// descriptor per client would halve how many clients fit under `ulimit -n`).
+    stream: Arc<TcpStream>,
     /// Set by whichever thread found this client's send buffer full.
     slow: AtomicBool,
 }
@@ -72,7 +73,7 @@ pub struct Connection {
     /// What all sessions share.
     shared: Arc<Shared>,
     /// The client's socket.
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
 }
 
 impl Shared {
@@ -102,7 +103,7 @@ impl Shared {
         self.open.fetch_add(1, Ordering::SeqCst);
         Some(Connection {
             shared: Arc::clone(self),
-            stream,
+            stream: Arc::new(stream),
         })
     }
 
@@ -161,7 +162,7 @@ impl Connection {
         loop {
             // Block until this client sends something. This is the line the whole book is
             // about: while this thread waits here, it can do nothing else.
-            let n = match (&self.stream).read(&mut buf) {
+            let n = match (&*self.stream).read(&mut buf) {
                 Ok(0) => break, // the client closed, or another thread shut us down
                 Ok(n) => n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -191,7 +192,7 @@ impl Connection {
 
     /// Tells the client the server is full and closes it (e.g. no thread could be started).
     pub fn refuse(&self) {
-        let _ = (&self.stream).write_all_nonblocking(chat_core::SERVER_FULL_LINE);
+        let _ = (&*self.stream).write_all_nonblocking(chat_core::SERVER_FULL_LINE);
         let _ = self.stream.shutdown(Both::Both);
     }
 
@@ -200,11 +201,11 @@ impl Connection {
     fn join(&self) -> Option<(ClientId, Arc<Conn>)> {
         let shared = &self.shared;
         // The kernel's send buffer is this client's outbox (see the module docs).
-        let socket = SockRef::from(&self.stream);
+        let socket = SockRef::from(&*self.stream);
         let _ = socket.set_send_buffer_size(shared.limits.outbox_bytes);
         let _ = socket.set_nodelay(true);
         let conn = Arc::new(Conn {
-            stream: self.stream.try_clone().ok()?,
+            stream: Arc::clone(&self.stream),
             slow: AtomicBool::new(false),
         });
         let mut state = shared.lock();
@@ -282,7 +283,7 @@ fn send(conn: &Conn, line: &[u8]) {
     if conn.slow.load(Ordering::Relaxed) {
         return;
     }
-    match (&conn.stream).write_all_nonblocking(line) {
+    match (&*conn.stream).write_all_nonblocking(line) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
             if !conn.slow.swap(true, Ordering::SeqCst) {

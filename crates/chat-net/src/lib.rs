@@ -83,6 +83,35 @@ pub fn init_logging() {
         .ok(); // already initialised (e.g. in tests): keep the first
 }
 
+/// Raises this process's soft limit on open descriptors (`ulimit -n`) to its hard limit.
+///
+/// Every connection is a descriptor, and the soft limit is often 1024 by default: a C10K
+/// server that does not raise it fails at a thousand clients with EMFILE. Only the soft
+/// limit can be raised without privileges, and only up to the hard one (20,000 here).
+pub fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `rlimit` for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid `rlimit` for the duration of the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            log::warn!(
+                "could not raise the descriptor limit: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Binds a TCP listener with a backlog of [`BACKLOG`] and `SO_REUSEADDR`.
 // ANCHOR: bind
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -108,6 +137,7 @@ pub fn announce(listener: &TcpListener) -> io::Result<SocketAddr> {
 /// [`Shutdown`] wired to SIGINT and SIGTERM.
 pub fn start(config: &Config) -> io::Result<(TcpListener, Shutdown)> {
     init_logging();
+    raise_fd_limit();
     let listener = bind(config.addr)?;
     let shutdown = Shutdown::new()?;
     shutdown.on_signals()?;
