@@ -1,0 +1,27 @@
+//! `chat-epoll`: stage 05 as a program. See the library docs for what it shows.
+//!
+//! ```text
+//! cargo run --release -p chat-epoll
+//! nc 127.0.0.1 7878      # in two or more terminals
+//! ```
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Stage 05 of c10k-chat: one thread, epoll (level-triggered).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The flags every stage shares.
+    #[command(flatten)]
+    config: chat_net::Config,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    chat_net::exit(
+        chat_net::start(&args.config)
+            .and_then(|(listener, shutdown)| chat_epoll::run(listener, args.config, shutdown)),
+    )
+}
