@@ -14,28 +14,28 @@
 //! ## What mio hides, and what it does not
 //!
 //! Hidden: the system calls (`epoll_create1`, `epoll_ctl`, `epoll_wait`, and their kqueue
-//! and IOCP equivalents), the `unsafe` around them, non-blocking sockets, and the
-//! differences between platforms. This file contains no `unsafe` and no `libc`.
+//! and IOCP equivalents), the `unsafe` around them, the event structs, and the differences
+//! between platforms. This file contains no `unsafe` and no `libc`.
 //!
 //! Not hidden, because it is the program, not the platform:
 //!
 //! - mio is **edge-triggered**: it reports a socket when it *becomes* ready, not while it
-//!   *is* ready. So every readiness event must be drained until `WouldBlock` (accept until
-//!   the backlog is empty, read until the receive buffer is empty), or the loop must
-//!   remember by itself that it stopped early ([`EventLoop::unfinished`]), because the kernel
-//!   will not say it again.
+//!   *is* ready. After an event we must either drain the socket (accept until the backlog is
+//!   empty, read until the receive buffer is empty) or remember by ourselves that we did not
+//!   ([`EventLoop::unfinished`]), because the kernel will not say it again.
 //! - Buffers are ours: one read buffer for the whole loop, and each client's bounded outbox
 //!   (inside [`chat_core::Server`]).
-//! - Partial writes are ours: `writev` takes what fits in the socket's send buffer and we
+//! - Partial writes are ours: `writev` takes what fits in the socket's send buffer, and we
 //!   keep the rest for the next writable event.
 //! - Bookkeeping is ours: which token is which socket, when to stop accepting, when a
 //!   closing connection has finally written its goodbye.
 //!
 //! Apart from mio, everything comes from the crates every stage shares: the protocol from
-//! `chat-core`, and the flags, listener, signals and accept back-off from `chat-net`.
+//! `chat-core`; the flags, listener, signals and accept back-off from `chat-net`.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read as _, Write as _};
+use std::mem;
 use std::time::{Duration, Instant};
 
 use chat_core::hub::IdMap;
@@ -69,12 +69,8 @@ fn client_of(token: Token) -> ClientId {
 /// connection costs no read buffer at all.
 const READ_BUF: usize = 64 * 1024;
 
-/// Reads one client may do in a row before the others get their turn (see
-/// [`EventLoop::on_readable`]). 8 reads of [`READ_BUF`] is half a megabyte.
-const READS_PER_TURN: usize = 8;
-
-/// Events one `poll` call can return. More ready sockets than this simply wait for the next
-/// call (they are still ready: the kernel keeps them on its ready list).
+/// Events one `poll` call can return. More ready sockets than this are not lost: the kernel
+/// keeps them on its ready list for the next call.
 const EVENTS: usize = 1024;
 
 /// Queued lines handed to one `writev`. Linux accepts up to 1024; 64 lines already make one
@@ -89,7 +85,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// triggered; then says goodbye to everyone and returns.
 // ANCHOR: run
 pub fn run(listener: std::net::TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
-    // mio needs non-blocking sockets and `from_std` does not switch the mode for us. We keep
+    // mio needs non-blocking sockets, and `from_std` does not switch the mode for us. We keep
     // `chat_net::bind`'s listener (backlog 4096) rather than `mio::net::TcpListener::bind`,
     // which listens with a backlog of 128 and drops SYNs under a burst of connects.
     listener.set_nonblocking(true)?;
@@ -118,6 +114,9 @@ struct Conn {
     stream: TcpStream,
     /// True while the client waits in [`EventLoop::unfinished`].
     unfinished: bool,
+    /// The peer closed its end, or the socket failed: an event said so, and it says so only
+    /// once. From now on a short read proves nothing; we read until the end of the stream.
+    hung_up: bool,
 }
 
 /// The whole server: one poller, one listener, one protocol state, every socket.
@@ -135,11 +134,14 @@ struct EventLoop {
     conns: IdMap<Conn>,
     /// The one read buffer, shared by every client.
     buf: Box<[u8]>,
-    /// Clients whose last turn of reading ended before `WouldBlock`. Edge-triggered readiness
-    /// will not report them again, so the loop resumes them itself after the next `poll`.
+    /// Clients that may have more bytes to read than they got this turn. Edge-triggered
+    /// readiness will not report them again, so the loop gives them another turn itself.
     unfinished: VecDeque<ClientId>,
-    /// Closing connections whose goodbye did not fit in the socket yet, with the instant they
-    /// are closed anyway. Oldest first: every entry gets the same [`CLOSE_LINGER`].
+    /// Clients to write to at the end of this iteration (their outbox got lines, or their
+    /// socket has room again).
+    dirty: Vec<ClientId>,
+    /// Closing connections, with the instant they are closed even if their last lines are
+    /// not written yet. Oldest first: every entry gets the same [`CLOSE_LINGER`].
     lingering: VecDeque<(Instant, ClientId)>,
     /// Set on SIGINT/SIGTERM; the loop ends once the last connection is closed.
     stopping: bool,
@@ -163,17 +165,19 @@ impl EventLoop {
             conns: IdMap::default(),
             buf: vec![0; READ_BUF].into_boxed_slice(),
             unfinished: VecDeque::new(),
+            dirty: Vec::new(),
             lingering: VecDeque::new(),
             stopping: false,
         })
     }
 
-    /// Waits for readiness, handles it, repeats. Returns once stopped and every connection
-    /// is closed; fails only if the poller itself fails.
+    /// Waits for readiness, handles it, delivers, repeats. Returns once stopped and every
+    /// connection is closed; fails only if the poller itself fails.
     // ANCHOR: event_loop
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
         loop {
+            // 1. Sleep until something is ready or a timer is due.
             let timeout = self.timeout(Instant::now());
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -181,6 +185,7 @@ impl EventLoop {
                 }
                 return Err(err);
             }
+            // 2. Handle what is ready, then what we remembered ourselves.
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -190,6 +195,8 @@ impl EventLoop {
             }
             self.resume_unfinished();
             self.on_timers(Instant::now());
+            // 3. Deliver what all of that produced.
+            self.settle();
             if self.stopping && self.conns.is_empty() {
                 return Ok(());
             }
@@ -197,8 +204,8 @@ impl EventLoop {
     }
     // ANCHOR_END: event_loop
 
-    /// How long `poll` may sleep: not at all if a client has unread bytes, until the next
-    /// timer (accept back-off, a lingering close) if there is one, else until an event.
+    /// How long `poll` may sleep: not at all if a client has bytes left to read, until the
+    /// next timer (accept back-off, a lingering close) if there is one, else until an event.
     fn timeout(&self, now: Instant) -> Option<Duration> {
         if !self.unfinished.is_empty() {
             return Some(Duration::ZERO);
@@ -215,9 +222,9 @@ impl EventLoop {
             .map(|at| at.saturating_duration_since(now))
     }
 
-    /// Takes every waiting connection: edge-triggered, the listener is reported once for a
-    /// whole burst of connects, so stopping before `WouldBlock` would strand the rest in the
-    /// backlog until the next connect happens to come along.
+    /// Takes every waiting connection. Edge-triggered, the listener is reported once for a
+    /// whole burst of connects: stopping before `WouldBlock` would strand the rest in the
+    /// backlog until some later connect happens to come along.
     // ANCHOR: accept_loop
     fn accept_all(&mut self) {
         while self.accepting == Accepting::Yes {
@@ -244,8 +251,9 @@ impl EventLoop {
         self.accepting = Accepting::PausedUntil(Instant::now() + chat_net::ACCEPT_BACKOFF);
     }
 
-    /// The back-off is over: watch the listener again and take what waited meanwhile (an edge
-    /// that came while we were deregistered is not replayed on every platform, so we look).
+    /// The back-off is over: watch the listener again, and take what waited meanwhile
+    /// ourselves rather than count on the poller to report a backlog that filled up while
+    /// the listener was not registered.
     fn resume_accepting(&mut self) {
         match self
             .poll
@@ -278,9 +286,10 @@ impl EventLoop {
             return;
         };
         // Readable *and* writable, once, for the connection's whole life. Edge-triggered, a
-        // writable event comes only when a send buffer we filled (`WouldBlock`) has room
-        // again, so an idle client with an empty outbox is never woken for it, and we never
-        // pay an `epoll_ctl` to switch interest on and off as its outbox fills and drains.
+        // writable event comes only when a send buffer that we filled up has room again, so
+        // an idle client is not woken for it, and we never pay an `epoll_ctl` to switch
+        // writable interest on and off as its outbox fills and drains (stage 05 does, because
+        // level-triggered writability would be reported on every call).
         let interest = Interest::READABLE | Interest::WRITABLE;
         match self
             .poll
@@ -291,67 +300,75 @@ impl EventLoop {
                 let conn = Conn {
                     stream,
                     unfinished: false,
+                    hung_up: false,
                 };
                 self.conns.insert(id, conn);
                 log::debug!("client {id} connected ({} open)", self.conns.len());
             }
             Err(err) => {
-                log::debug!("client {id}: cannot register: {err}");
+                log::warn!("cannot watch a new client: {err}");
                 self.server.close(id);
             }
         }
-        self.dispatch(); // its welcome, and `* guestN joined lobby` for the others
     }
     // ANCHOR_END: admit
 
     /// Something happened on a client's socket. One event may say both readable and writable.
     // ANCHOR: on_client_event
     fn on_client_event(&mut self, id: ClientId, event: &Event) {
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.on_readable(id); // an EOF or an error is found by reading
+        let hung_up = event.is_read_closed() || event.is_error();
+        if hung_up {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.hung_up = true;
+            }
+        }
+        if event.is_readable() || hung_up {
+            self.on_readable(id); // an end of stream or an error is found by reading
         }
         if event.is_writable() {
-            self.flush(id); // the send buffer has room again: write what is left
-            self.dispatch();
+            self.dirty.push(id); // its socket has room again: write what is left
         }
     }
     // ANCHOR_END: on_client_event
 
-    /// Reads until the socket is drained (`WouldBlock`), the peer is gone, or this client's
-    /// turn is over. Every read goes through the protocol at once, so what it sends is
-    /// delivered (and the outboxes stay small) before we read more.
+    /// One `read` into the shared buffer, then the protocol.
     ///
-    /// The turn limit is fairness: a client that sends faster than we parse would otherwise
-    /// never let us reach `WouldBlock`, and everybody else would wait. Stopping early is
-    /// allowed only because we remember it in `unfinished`: edge-triggered, the kernel has
-    /// already told us once.
+    /// One read per turn is fairness: a client that sends faster than we parse gets 64 KiB,
+    /// then everybody else has their turn. But edge-triggered readiness has told us *once*:
+    /// if we leave bytes in the socket, no event will remind us. A read that came back
+    /// shorter than the buffer took everything the kernel had (tokio reasons the same way on
+    /// epoll and kqueue), so the next byte to arrive will be a new edge. A read that filled
+    /// the buffer may have left more: the client goes into `unfinished` for another turn.
+    /// So does a client that hung up: its last bytes and its end of stream may have come in
+    /// one edge, and no other edge will come to tell us about the end.
     // ANCHOR: on_readable
     fn on_readable(&mut self, id: ClientId) {
-        for _ in 0..READS_PER_TURN {
-            let Some(conn) = self.conns.get_mut(&id) else {
-                return; // closed while handling an earlier event
-            };
-            match conn.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    log::debug!("client {id} closed the connection");
-                    self.drop_client(id);
-                    self.dispatch();
-                    return;
-                }
-                Ok(n) => {
-                    self.server.receive(id, &self.buf[..n]);
-                    self.dispatch();
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    log::debug!("client {id}: read: {err}");
-                    self.drop_client(id);
-                    self.dispatch();
-                    return;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return; // closed earlier in this batch
+        };
+        match conn.stream.read(&mut self.buf) {
+            Ok(0) => {
+                log::debug!("client {id} closed the connection");
+                self.drop_client(id);
+            }
+            Ok(n) => {
+                let more = n == self.buf.len() || conn.hung_up;
+                self.server.receive(id, &self.buf[..n]);
+                if more {
+                    self.remember_unfinished(id);
                 }
             }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {} // nothing after all
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => self.remember_unfinished(id),
+            Err(err) => {
+                log::debug!("client {id}: read: {err}");
+                self.drop_client(id);
+            }
         }
+    }
+
+    /// Puts a client whose socket may hold more bytes in line for another turn.
+    fn remember_unfinished(&mut self, id: ClientId) {
         if let Some(conn) = self.conns.get_mut(&id) {
             if !conn.unfinished {
                 conn.unfinished = true;
@@ -359,10 +376,10 @@ impl EventLoop {
             }
         }
     }
-    // ANCHOR_END: on_readable
 
-    /// Gives the clients whose turn ran out their next turn (the ones that run out again go
-    /// to the back, after the next `poll`).
+    /// Gives each client in `unfinished` its next turn. One that fills the buffer again goes
+    /// to the back, for the next iteration: `poll` with a zero timeout comes first, so clients
+    /// with new events are not kept waiting behind it.
     fn resume_unfinished(&mut self) {
         for _ in 0..self.unfinished.len() {
             let Some(id) = self.unfinished.pop_front() else {
@@ -374,26 +391,45 @@ impl EventLoop {
             }
         }
     }
+    // ANCHOR_END: on_readable
 
-    /// Does what the protocol asks, until it asks nothing more. Closing a client can make
-    /// more work (its room hears it left), which lands in the same queue: no recursion.
-    // ANCHOR: dispatch
-    fn dispatch(&mut self) {
-        while let Some(event) = self.server.poll_event() {
-            match event {
-                chat_core::Event::Flush(id) => self.flush(id),
-                chat_core::Event::Close(id) => self.close(id),
+    /// Carries out what the protocol asked for. Writing waits until every ready socket of
+    /// this iteration was read: if three senders wrote to a room, each member gets all three
+    /// lines in one `writev` instead of three. Closing a client makes its room hear that it
+    /// left (more events), hence the loop.
+    // ANCHOR: settle
+    fn settle(&mut self) {
+        loop {
+            while let Some(event) = self.server.poll_event() {
+                match event {
+                    chat_core::Event::Flush(id) => self.dirty.push(id),
+                    chat_core::Event::Close(id) => {
+                        // Write its last lines (`* bye`) first; `flush` closes it once they
+                        // are out, or the timer does.
+                        self.lingering
+                            .push_back((Instant::now() + CLOSE_LINGER, id));
+                        self.dirty.push(id);
+                    }
+                }
             }
+            if self.dirty.is_empty() {
+                return;
+            }
+            let mut batch = mem::take(&mut self.dirty);
+            for id in batch.drain(..) {
+                self.flush(id);
+            }
+            self.dirty = batch; // keep the allocation for the next iteration
         }
     }
-    // ANCHOR_END: dispatch
+    // ANCHOR_END: settle
 
     /// Writes what a client is owed until its outbox is empty or its socket is full, then
     /// finishes a close that was waiting for exactly that. A write error ends the client.
     // ANCHOR: flush
     fn flush(&mut self, id: ClientId) {
         let (Some(conn), Some(outbox)) = (self.conns.get_mut(&id), self.server.outbox(id)) else {
-            return;
+            return; // closed earlier in this iteration
         };
         match write_outbox(&mut conn.stream, outbox) {
             Ok(()) => {
@@ -410,25 +446,13 @@ impl EventLoop {
     }
     // ANCHOR_END: flush
 
-    /// The protocol is done with a client (`/quit`, a slow consumer, shutdown): write what it
-    /// is owed and close it. If the socket cannot take it all now, the client gets
-    /// [`CLOSE_LINGER`] to read the rest; writable events go on calling `flush`, which closes
-    /// it once the outbox is empty.
-    // ANCHOR: close
-    fn close(&mut self, id: ClientId) {
-        self.flush(id);
-        if self.conns.contains_key(&id) {
-            self.lingering
-                .push_back((Instant::now() + CLOSE_LINGER, id));
-        }
-    }
-
     /// Forgets a client: deregister and close its socket, and tell the protocol, whose
-    /// consequences (`* NICK left ROOM`) the caller dispatches.
+    /// consequences (`* NICK left ROOM`) [`EventLoop::settle`] carries out.
+    // ANCHOR: drop_client
     fn drop_client(&mut self, id: ClientId) {
         if let Some(mut conn) = self.conns.remove(&id) {
-            // Closing a descriptor takes it out of an epoll set, but mio documents deregister
-            // as the way to stop events on every platform it supports.
+            // Closing a descriptor takes it out of an epoll set, but mio documents
+            // `deregister` as the way to stop events on every platform it supports.
             if let Err(err) = self.poll.registry().deregister(&mut conn.stream) {
                 log::debug!("client {id}: deregister: {err}");
             }
@@ -436,10 +460,10 @@ impl EventLoop {
         } // `conn` is dropped here: the socket is closed
         self.server.close(id);
     }
-    // ANCHOR_END: close
+    // ANCHOR_END: drop_client
 
-    /// Timers, checked after every `poll`: the end of an accept back-off, and lingering
-    /// closes that ran out of time.
+    /// Timers, checked after every `poll`: the end of an accept back-off, and closing
+    /// connections that did not take their last lines in time.
     fn on_timers(&mut self, now: Instant) {
         if let Accepting::PausedUntil(at) = self.accepting {
             if now >= at {
@@ -454,7 +478,6 @@ impl EventLoop {
             if self.conns.contains_key(&id) {
                 log::debug!("client {id}: did not read its last lines in {CLOSE_LINGER:?}");
                 self.drop_client(id);
-                self.dispatch();
             }
         }
     }
@@ -475,7 +498,6 @@ impl EventLoop {
         }
         self.accepting = Accepting::Stopped;
         self.server.shutdown(); // `* server shutting down` and a Close for every client
-        self.dispatch();
     }
     // ANCHOR_END: shutdown
 }
@@ -483,9 +505,9 @@ impl EventLoop {
 /// Writes from the front of `outbox` with `writev` (many queued lines per system call) until
 /// it is empty or the socket's send buffer is full.
 ///
-/// A full buffer (`WouldBlock`) is not an error: it is the moment that makes the next
-/// writable event come, because edge-triggered readiness reports the change from full to
-/// not full. Whatever did not fit stays queued in the outbox, bounded by `--outbox-bytes`.
+/// A full buffer (`WouldBlock`) is not an error: it is what makes the next writable event
+/// come, since edge-triggered readiness reports the change from full to not full. Whatever
+/// did not fit stays queued in the outbox, which `--outbox-bytes` bounds.
 // ANCHOR: write_outbox
 fn write_outbox(stream: &mut TcpStream, outbox: &mut Outbox) -> io::Result<()> {
     while !outbox.is_empty() {

@@ -13,6 +13,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// The flags every stage shares.
     #[command(flatten)]
     config: chat_net::Config,
 }
