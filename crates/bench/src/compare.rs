@@ -42,6 +42,7 @@ pub struct Stage {
 
 // ANCHOR: stages
 /// Every stage of the book, in chapter order.
+#[rustfmt::skip]
 pub const STAGES: &[Stage] = &[
     Stage {
         label: "sequential",
@@ -197,6 +198,7 @@ fn start(stage: &Stage, bin: &Path, log: &Path, cpu: Option<usize>) -> io::Resul
     if let Some(cpu) = cpu {
         sys::pin_child(&mut cmd, cpu);
     }
+    sys::die_with_parent(&mut cmd);
     let mut child = cmd.spawn()?;
     let stdout = child.stdout.take().expect("stdout was piped above");
     let (tx, rx) = mpsc::channel();

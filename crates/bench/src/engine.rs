@@ -492,19 +492,22 @@ impl Engine {
                 break;
             }
             self.turn(deadline)?;
+            // One point each time another tenth of the clients is in.
             let ready = self.core.n.ready as usize;
-            while next_milestone > 0 && ready >= next_milestone {
+            if next_milestone > 0 && ready >= next_milestone {
                 let rss = self.sample_server().map_or(0, |s| s.rss_kib);
                 self.ramp_samples.push(RampSample {
                     clients: ready as u64,
                     elapsed_s: start.elapsed().as_secs_f64(),
                     rss_kib: rss,
                 });
-                next_milestone = if next_milestone >= total {
-                    0
-                } else {
-                    (next_milestone + step).min(total)
-                };
+                while next_milestone > 0 && ready >= next_milestone {
+                    next_milestone = if next_milestone >= total {
+                        0
+                    } else {
+                        (next_milestone + step).min(total)
+                    };
+                }
             }
         }
         self.ramp_seconds = start.elapsed().as_secs_f64();
@@ -569,7 +572,7 @@ impl Engine {
         for (i, &id) in senders.iter().enumerate() {
             let due = start_us as f64 + interval_us * i as f64 / senders.len() as f64;
             self.clients[id].next_due = due;
-            self.core.heap.push(Reverse((due as u64, id as u32)));
+            self.core.heap.push(Reverse((due.ceil() as u64, id as u32)));
         }
         self.core.schedule = Some(Schedule {
             interval_us,
@@ -804,7 +807,9 @@ impl Engine {
                 flush(c, id, &mut self.core);
             }
             if t < sched.end_us {
-                self.core.heap.push(Reverse((t as u64, id as u32)));
+                // Rounded up: a due time rounded down could look due again
+                // in this very loop without any message being due.
+                self.core.heap.push(Reverse((t.ceil() as u64, id as u32)));
             }
         }
     }

@@ -128,7 +128,10 @@ impl Plan {
             duration: secs(2.0, 15.0),
             drain: secs(1.5, 5.0),
             ramp_timeout: secs(3.0, 20.0),
-            connect_concurrency: 128,
+            // Clients wait in `lobby` between welcome and join, and every
+            // arrival there is announced to the whole lobby: more connects in
+            // flight means quadratically more notices.
+            connect_concurrency: 64,
             slow_fraction: 0.0,
             churners: 0,
             steps: 1,
@@ -150,20 +153,22 @@ impl Plan {
             Scenario::Flood => Plan {
                 clients: if quick { 100 } else { 200 },
                 rate: 20.0,
-                warmup: secs(0.3, 2.0),
-                duration: secs(1.0, 5.0),
-                drain: secs(1.0, 3.0),
+                warmup: secs(0.2, 2.0),
+                duration: secs(0.8, 5.0),
+                drain: secs(0.5, 3.0),
                 steps: if quick { 6 } else { 9 },
                 ..base
             },
             Scenario::Slow => Plan {
-                clients: if quick { 100 } else { 1000 },
-                // 8 readers x 40 msg/s x 1000 B = 320 KB/s into every slow
-                // client: enough to fill its small socket buffer and the
-                // server's 256 KiB outbox within the run.
-                rate: 40.0,
+                clients: if quick { 50 } else { 100 },
+                // A slow client is only found out once the server's kernel
+                // send buffer for it is full (loopback autotunes it up to
+                // 4 MiB here) and then its 256 KiB outbox: 8 readers x 150
+                // msg/s x 1000 B = 1.2 MB/s into every slow client gets
+                // there within the quick run.
+                rate: if quick { 150.0 } else { 100.0 },
                 message_size: 1000,
-                duration: secs(3.0, 15.0),
+                duration: secs(4.0, 15.0),
                 slow_fraction: 0.2,
                 ..base
             },

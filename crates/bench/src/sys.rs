@@ -92,6 +92,23 @@ pub fn pin_child(cmd: &mut Command, cpu: usize) {
     }
 }
 
+/// Makes a child process receive SIGTERM if the thread that started it dies,
+/// so that a `compare` interrupted by Ctrl-C or killed leaves no server behind.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // one async-signal-safe system call.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+}
+
 /// CPU time (user + system) the calling thread has used, in seconds.
 ///
 /// A thread figure, not a process one: tests run fake servers on other
