@@ -290,9 +290,14 @@ impl Client {
     }
 
     /// Reads and throws away everything until the server closes the connection, within
-    /// `timeout`; returns how many bytes came. For a client that was not reading (the
-    /// slow consumer): proves the server really closed it.
-    pub fn try_drain_until_closed(&mut self, timeout: Duration) -> Result<usize, String> {
+    /// `timeout` and `max_bytes`; returns how many bytes came. For a client that was not
+    /// reading (a slow consumer): proves the server really closed it, and did not merely
+    /// wait for it to read.
+    pub fn try_drain_until_closed(
+        &mut self,
+        timeout: Duration,
+        max_bytes: usize,
+    ) -> Result<usize, String> {
         let start = Instant::now();
         let deadline = start + timeout;
         let mut total = std::mem::take(&mut self.pending).len();
@@ -321,6 +326,13 @@ impl Client {
                             | io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(format!("{}: socket error: {e}", self.who_am_i())),
+            }
+            if total > max_bytes {
+                return Err(format!(
+                    "{}: read {total} bytes and the server still did not close the \
+                     connection (it must close a client that does not read, not wait for it)",
+                    self.who_am_i()
+                ));
             }
         }
     }

@@ -80,6 +80,32 @@ pub fn cpu_time(pid: u32) -> Result<Duration, String> {
     Ok(Duration::from_micros(ticks * 1_000_000 / per_second))
 }
 
+/// Time process `pid` has been *runnable* so far: running on a CPU plus waiting for one,
+/// summed over its threads (fields 1 and 2 of `/proc/PID/task/TID/schedstat`, in ns).
+///
+/// Why not CPU time alone: on a loaded machine a thread that spins gets only its share
+/// of a core, so its CPU time can look modest, but it is runnable all the time; a thread
+/// that backs off sleeps and is runnable almost never. `None` when the kernel keeps no
+/// schedstats.
+pub fn runnable_time(pid: u32) -> Option<Duration> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for task in tasks.flatten() {
+        // A thread may end while we look: skip it.
+        let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        total += parse_schedstat(&text)?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// `run_ns wait_ns timeslices` -> `run_ns + wait_ns`.
+pub fn parse_schedstat(text: &str) -> Option<u64> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some(fields.next()?? + fields.next()??)
+}
+
 /// Counts the open descriptors of process `pid` (the entries of `/proc/PID/fd`).
 pub fn open_fds(pid: u32) -> Result<usize, String> {
     let path = format!("/proc/{pid}/fd");
@@ -122,6 +148,12 @@ mod tests {
     #[test]
     fn truncated_stat_is_an_error() {
         assert!(parse_stat_cpu_ticks("1 (x) S 1 2").is_err());
+    }
+
+    #[test]
+    fn schedstat_adds_running_and_waiting() {
+        assert_eq!(parse_schedstat("1052994 2897565 2\n"), Some(3_950_559));
+        assert_eq!(parse_schedstat("12"), None);
     }
 
     #[test]

@@ -239,9 +239,9 @@ impl Server {
                 server.kill();
                 let status = server
                     .exited
-                    .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+                    .map_or_else(|| "exit status unknown".to_string(), |s| s.to_string());
                 Err(format!(
-                    "the server `{}` did not start: {why} (exit status: {status})\n\
+                    "the server `{}` did not start: {why} ({status})\n\
                      --- server stderr ---\n{}--- end of server stderr ---",
                     server.command,
                     server.stderr_text()
@@ -289,6 +289,11 @@ impl Server {
     #[track_caller]
     pub fn cpu_time(&self) -> Duration {
         procfs::cpu_time(self.pid()).unwrap_or_else(|e| panic!("server CPU time: {e}"))
+    }
+
+    /// Time runnable so far (see [`procfs::runnable_time`]); `None` without schedstats.
+    pub fn runnable_time(&self) -> Option<Duration> {
+        procfs::runnable_time(self.pid())
     }
 
     /// Number of open descriptors.

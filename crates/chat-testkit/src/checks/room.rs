@@ -8,7 +8,7 @@ use crate::{Client, Options, Server, Target};
 /// `n` clients in lobby, as an array (labels `A`, `B`, ...).
 #[track_caller]
 fn clients<const N: usize>(server: &Server) -> [Client; N] {
-    let mut v = lobby(server, N, "");
+    let mut v = lobby(server, N, "#");
     for (i, c) in v.iter_mut().enumerate() {
         c.label = char::from(b'A' + i as u8).to_string();
     }
