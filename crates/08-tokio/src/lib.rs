@@ -50,9 +50,9 @@ const TAKE_BYTES: usize = 64 * 1024;
 /// At most this many lines per `writev` (the kernel refuses more than `IOV_MAX`, 1024).
 const MAX_SLICES: usize = 64;
 
-/// How long a closing client may take to read what it is still owed (`* bye`,
+/// How long a closing client may go without taking any of what it is still owed (`* bye`,
 /// `* server shutting down`) before its socket is closed anyway. A slow consumer, by
-/// definition, does not read it: without this bound its task would wait forever.
+/// definition, does not read: without this bound its task would wait forever.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// How long `run` waits, after a shutdown, for the client tasks to say goodbye.
@@ -458,30 +458,27 @@ fn write_some(stream: &TcpStream, in_flight: &mut Outbox) -> io::Result<()> {
 
 // ANCHOR: farewell
 /// The server is done with this client (`/quit`, shutdown, or slow consumer): write what it
-/// is still owed, then let the socket close. A timer bounds the wait: a client that does not
-/// read its goodbye within [`CLOSE_GRACE`] is closed anyway.
+/// is still owed, then let the socket close. A timer bounds each wait: a client that takes
+/// nothing for [`CLOSE_GRACE`] is closed with its last lines unsent.
 async fn farewell(
     stream: &TcpStream,
     shared: &Shared,
     me: ClientId,
     in_flight: &mut Outbox,
 ) -> io::Result<()> {
-    let flush = async {
-        loop {
-            shared.refill(me, in_flight);
-            if in_flight.is_empty() {
+    loop {
+        shared.refill(me, in_flight);
+        if in_flight.is_empty() {
+            return Ok(()); // all written: `* bye` is on its way
+        }
+        match tokio::time::timeout(CLOSE_GRACE, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_elapsed) => {
+                log::debug!("client {me}: took nothing for {CLOSE_GRACE:?}; closing anyway");
                 return Ok(());
             }
-            stream.writable().await?;
-            write_some(stream, in_flight)?;
         }
-    };
-    match tokio::time::timeout(CLOSE_GRACE, flush).await {
-        Ok(result) => result,
-        Err(_elapsed) => {
-            log::debug!("client {me}: does not read; closed with bytes unsent");
-            Ok(())
-        }
+        write_some(stream, in_flight)?;
     }
 }
 // ANCHOR_END: farewell
