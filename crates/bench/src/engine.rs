@@ -298,6 +298,8 @@ pub struct Engine {
     idle: Option<result::Idle>,
     /// Server sample at the end of the main window.
     server_end: Option<sys::ProcSample>,
+    /// Kernel TCP memory at the end of the last window, KiB.
+    kernel_end_kib: i64,
     /// `churn`: cycles completed in the measured window, and its seconds.
     churn_measured: (u64, f64),
     /// Notes for the result.
@@ -389,6 +391,7 @@ impl Engine {
             ramp_seconds: 0.0,
             idle: None,
             server_end: None,
+            kernel_end_kib: 0,
             churn_measured: (0, 0.0),
             notes: Vec::new(),
         })
@@ -629,6 +632,7 @@ impl Engine {
             w.server_cpu.1 = server_cpu;
             w.own_cpu.1 = sys::thread_cpu_seconds();
             self.server_end = sample.or(self.server_end);
+            self.kernel_end_kib = sys::kernel_tcp_kib();
         }
     }
 
@@ -1121,6 +1125,7 @@ impl Engine {
             echoed: t.echoed,
             unsent: n.unsent,
             disconnected_by_server: n.disconnected_by_server,
+            kernel_tcp_delta_kib: self.kernel_end_kib - self.kernel_start_kib,
             deliveries_per_sec: if wall > 0.0 {
                 arrived as f64 / wall
             } else {

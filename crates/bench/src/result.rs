@@ -247,6 +247,11 @@ pub struct RunResult {
     pub unsent: u64,
     /// Accounted clients the server disconnected during the run.
     pub disconnected_by_server: u64,
+    /// Growth of the kernel's TCP memory (`/proc/net/sockstat`, both ends of
+    /// every loopback connection, system-wide) from the start of the run to
+    /// the end of the measured phase, KiB.
+    #[serde(default)]
+    pub kernel_tcp_delta_kib: i64,
     /// Deliveries per second during the measured phase (by arrival time).
     pub deliveries_per_sec: f64,
     /// Latency of messages meant to be sent in the measured phase.
