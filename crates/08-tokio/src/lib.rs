@@ -95,7 +95,7 @@ fn build_runtime(flags: &RuntimeConfig) -> io::Result<tokio::runtime::Runtime> {
                 .threads
                 .or_else(|| std::thread::available_parallelism().ok())
                 .map_or(1, NonZeroUsize::get);
-            log::info!("tokio multi-thread scheduler with {threads} worker threads");
+            log::info!("tokio multi-thread scheduler, worker threads: {threads}");
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(threads);
             builder
@@ -165,6 +165,7 @@ async fn serve(
 }
 // ANCHOR_END: run
 
+// ANCHOR: watch
 /// The shutdown switch as a tokio socket. [`Shutdown`] is a socket pair that becomes readable
 /// when SIGINT/SIGTERM arrives (or a test triggers it); a duplicate of its descriptor, owned
 /// by tokio, is watched like any client socket. It is never read: readable means "stop".
@@ -174,12 +175,14 @@ fn watch(shutdown: &Shutdown) -> io::Result<UnixStream> {
     stream.set_nonblocking(true)?;
     UnixStream::from_std(stream)
 }
+// ANCHOR_END: watch
 
 // ANCHOR: accept_loop
 /// Accepts connections until the shutdown switch becomes readable.
 ///
-/// `listener.accept()` first tries `accept(2)` and only waits for the reactor when the kernel
-/// says `EAGAIN`, so a burst of connections is drained without a trip through epoll each.
+/// tokio remembers that the listener was reported readable and calls `accept(2)` directly
+/// until the kernel says `EAGAIN`; only then does this task wait for the next event. A burst
+/// of connections is drained without a trip through epoll for each.
 async fn accept_loop(
     listener: &TcpListener,
     stop: &UnixStream,
@@ -316,6 +319,7 @@ impl Shared {
         ring(doorbells);
     }
 
+    // ANCHOR: refill
     /// Moves what `me` is owed from its outbox into `in_flight` (only when that is empty: a
     /// task never holds more than one batch), and says whether the server is closing `me`.
     fn refill(&self, me: ClientId, in_flight: &mut Outbox) -> bool {
@@ -331,6 +335,7 @@ impl Shared {
         }
         state.server.is_closing(me)
     }
+    // ANCHOR_END: refill
 
     /// The client is gone: its room hears that it left.
     fn leave(&self, me: ClientId) {
@@ -353,6 +358,7 @@ impl Shared {
     }
 }
 
+// ANCHOR: member
 /// A client's place in the server, owned by its task. However the task ends — the client
 /// left, failed, was dropped, or the runtime cancelled the task — dropping this tells the
 /// server, so the room always hears that the client left.
@@ -371,6 +377,7 @@ impl Drop for Member {
         self.shared.leave(self.id);
     }
 }
+// ANCHOR_END: member
 
 // ANCHOR: client
 /// One client's task, from welcome to goodbye.
@@ -378,7 +385,8 @@ async fn client(stream: TcpStream, member: Member, doorbell: Arc<Notify>) {
     if let Err(err) = session(&stream, &member, &doorbell).await {
         log::debug!("client {}: {err}", member.id); // ends this client only
     }
-    // `stream` and then `member` are dropped here: the socket closes, the room is told.
+    drop(stream); // the socket closes
+    drop(member); // the room hears that the client left
 }
 
 /// Reads and writes for one client until it leaves or the server closes it.
