@@ -5,6 +5,8 @@
 //! told), writes a write timeout. Assertion methods panic with a precise message (they are
 //! `#[track_caller]`, so the panic points at the line of the check); the `try_*` methods
 //! return a [`ReadError`] instead, for checks that run clients on their own threads.
+//!
+//! Its own tests (parsers, and reads against a fake peer): `cargo test -p chat-testkit`.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -8,6 +8,8 @@
 //! The generator never produces `/quit` and its random names use only the characters
 //! `xyz019_-`, so it cannot name the rooms or nicks the check itself uses (`quiet`,
 //! `guestN`, `survivor`); the unit tests below prove that for the seeds the checks use.
+//!
+//! Its own tests: `cargo test -p chat-testkit garbage`.
 
 /// xorshift64* (Vigna): small, fast and good enough to pick bytes.
 #[derive(Debug, Clone)]

@@ -41,7 +41,7 @@
 pub mod checks;
 mod client;
 mod garbage;
-mod procfs;
+pub mod procfs;
 mod server;
 
 pub use client::{parse_rooms, parse_welcome, parse_who, Client, ReadError, LINE_TIMEOUT};

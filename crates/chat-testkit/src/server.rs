@@ -5,6 +5,8 @@
 //! Dropping a `Server` kills the process, and if the check is failing (the thread is
 //! panicking) prints the command line and the captured stderr, so every failure shows
 //! what the server logged.
+//!
+//! Its own tests (start-up failures with stand-in shell scripts): `cargo test -p chat-testkit`.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};

@@ -1,6 +1,8 @@
 //! Checks one client can make by itself, so every mode runs them (`sequential` too):
 //! the welcome, each command's replies and errors, framing (CRLF, empty lines, the
 //! 1024-byte limit, invalid UTF-8), `/quit`. What *others* see is in `room.rs`.
+//!
+//! Run through a stage: `cargo test -p chat-sequential --test conformance`.
 
 use std::io::Write;
 

@@ -2,6 +2,8 @@
 //! is as busy as its design allows (`sequential`: one client; `pool`: N clients).
 //! A `concurrent` stage has no such limit; its limits are `--max-clients` and the
 //! descriptor limit (see `stress.rs`).
+//!
+//! Run through a stage: `cargo test -p chat-threadpool --test conformance -- pool_serves`.
 
 use super::lobby;
 use crate::{Options, Target};

@@ -10,11 +10,14 @@
 //! and asserts that the reply is its very next line ([`Client::sync`]). Only the mode
 //! limits, where a client must get nothing at all, listen for a short silence instead
 //! (that can only pass wrongly, never fail wrongly).
+//!
+//! Run them through a stage, e.g. `cargo test -p chat-threads --test conformance`, or one
+//! check by name: `cargo test -p chat-threads --test conformance -- max_clients`.
 
-mod alone;
-mod limits;
-mod room;
-mod stress;
+pub mod alone;
+pub mod limits;
+pub mod room;
+pub mod stress;
 
 pub use alone::*;
 pub use limits::*;

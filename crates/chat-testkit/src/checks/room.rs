@@ -1,6 +1,8 @@
 //! Checks of what clients see of each other: joins and leaves, messages to the room
 //! (never echoed), nick changes, rooms, private messages. They need several clients
 //! served at once, so only `pool` and `concurrent` stages run them.
+//!
+//! Run through a stage: `cargo test -p chat-threads --test conformance -- in_room`.
 
 use super::{lobby, ruler, MAX_LINE, TOO_LONG};
 use crate::{Client, Options, Server, Target};

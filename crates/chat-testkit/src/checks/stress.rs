@@ -4,6 +4,8 @@
 //! Every one of them is bounded: in clients, in messages, and in time (each read has a
 //! deadline, each write a timeout). None asserts speed; the EMFILE check bounds CPU
 //! *use* (a spinning accept loop burns a whole core), which is a different thing.
+//!
+//! Run through a stage: `cargo test -p chat-threads --test conformance`.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
