@@ -29,6 +29,7 @@
 //! rebuild both sets (select overwrites them), the kernel copies them in, checks every
 //! descriptor and copies them back out, and we scan them again to find the ready ones.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::mem;
 use std::net::{TcpListener, TcpStream};
@@ -53,6 +54,11 @@ const MAX_IOV: usize = 64;
 /// After SIGINT/SIGTERM, how long clients get to take their last bytes before we close them
 /// regardless.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a closing client (`/quit`) may take to read the lines it is still owed, before its
+/// socket is closed anyway: a client that never reads must not keep its descriptor (one of
+/// only 1000) and its outbox forever.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 // ANCHOR: fd_set
 /// A set of descriptors for `select`: a fixed bitmap of `FD_SETSIZE` bits, on the stack.
@@ -152,6 +158,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         buf: vec![0; READ_BUF],
         dirty: Vec::new(),
         closing: Vec::new(),
+        lingering: VecDeque::new(),
         accept_paused_until: None,
         stop_deadline: None,
     };
@@ -192,6 +199,9 @@ struct EventLoop {
     dirty: Vec<ClientId>,
     /// Clients the server wants closed, handled at the end of this iteration.
     closing: Vec<ClientId>,
+    /// Closing clients whose last bytes are not written yet, with the instant they will be
+    /// closed regardless. Oldest first: every entry gets the same [`CLOSE_LINGER`].
+    lingering: VecDeque<(Instant, ClientId)>,
     /// After EMFILE & co., the listener is not watched until then.
     accept_paused_until: Option<Instant>,
     /// Set once shutting down: the loop ends when every client is gone or at this instant.
@@ -210,6 +220,7 @@ impl EventLoop {
                     break;
                 }
             }
+            self.expire_lingering(now);
             // 1. What to wait for. O(n): every client, every time.
             readable.clear();
             writable.clear();
@@ -291,9 +302,11 @@ impl EventLoop {
         }
     }
 
-    /// How long `select` may sleep: until the accept pause or the shutdown grace ends.
+    /// How long `select` may sleep: until the next timer (the accept pause, the oldest
+    /// lingering close, the shutdown grace), or for ever if none is set.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        [self.accept_paused_until, self.stop_deadline]
+        let linger = self.lingering.front().map(|&(at, _)| at);
+        [self.accept_paused_until, linger, self.stop_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -406,6 +419,11 @@ impl EventLoop {
                     conn.closing = true;
                 }
                 self.flush(id); // its last lines (`* bye`); closes it once they are out
+                if self.fds.contains_key(&id) {
+                    // The socket did not take them all: give it a little time, not forever.
+                    self.lingering
+                        .push_back((Instant::now() + CLOSE_LINGER, id));
+                }
             }
             self.closing = batch;
         }
@@ -444,6 +462,22 @@ impl EventLoop {
     }
     // ANCHOR_END: flush
 
+    /// Closes the lingering clients whose time is up. (The others were closed by `flush` as
+    /// soon as their last byte was written; their entries just expire here.)
+    fn expire_lingering(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.fds.contains_key(&id) {
+                log::debug!("client {id}: did not read its last lines in {CLOSE_LINGER:?}");
+                self.finish(id);
+            }
+        }
+        self.settle();
+    }
+
     /// Closes client `id`'s socket and tells the server it is gone.
     fn finish(&mut self, id: ClientId) {
         if let Some(fd) = self.fds.remove(&id) {
@@ -455,11 +489,13 @@ impl EventLoop {
 
     /// SIGINT/SIGTERM: stop accepting, tell everybody, and give them [`SHUTDOWN_GRACE`] to
     /// take their last bytes.
+    // ANCHOR: shutdown
     fn begin_shutdown(&mut self) {
         log::info!("shutting down ({} clients)", self.fds.len());
         self.stop_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
         self.server.shutdown();
     }
+    // ANCHOR_END: shutdown
 }
 
 /// Writes as much of `outbox` as the socket takes, many lines per `writev` system call.

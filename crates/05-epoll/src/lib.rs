@@ -29,6 +29,9 @@
 //!   first, and ask for `EPOLLOUT` only for a client whose outbox the socket did not take
 //!   entirely, until it did. The outbox is bounded: a client that stops reading fills it and
 //!   is dropped as a slow consumer (`chat_core::Server` decides that), so nobody else waits.
+//! - **Closing is not instant.** After `/quit` the client may still be owed lines its socket
+//!   did not take, then `* bye`. It stays open, watched for writability only, until its outbox
+//!   is written or [`CLOSE_LINGER`] has passed, whichever comes first.
 //! - **The token is the client id**, not the descriptor: ids are never reused, so an event for
 //!   a client that was closed earlier in the same batch cannot reach a new client that got the
 //!   same descriptor number.
@@ -36,6 +39,7 @@
 //!   server, no buffer per client; a client costs its socket, a small map entry here, and its
 //!   state in `chat_core` (a nick, a room, an empty framer and outbox).
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read as _, Write as _};
 use std::mem;
 use std::net::{TcpListener, TcpStream};
@@ -60,6 +64,11 @@ const MAX_IOV: usize = 64;
 /// After SIGINT/SIGTERM, how long clients get to take their last bytes before we close them
 /// regardless.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a closing client (`/quit`) may take to read the lines it is still owed, before its
+/// socket is closed anyway: a client that never reads must not keep its descriptor and its
+/// outbox forever.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Interest in reading (and, always reported, errors and hang-ups).
 const READ: u32 = libc::EPOLLIN as u32;
@@ -170,6 +179,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         buf: vec![0; READ_BUF],
         dirty: Vec::new(),
         closing: Vec::new(),
+        lingering: VecDeque::new(),
         accept_paused_until: None,
         stop_deadline: None,
     };
@@ -209,6 +219,9 @@ struct EventLoop {
     dirty: Vec<ClientId>,
     /// Clients the server wants closed, handled at the end of this iteration.
     closing: Vec<ClientId>,
+    /// Closing clients whose last bytes are not written yet, with the instant they will be
+    /// closed regardless. Oldest first: every entry gets the same [`CLOSE_LINGER`].
+    lingering: VecDeque<(Instant, ClientId)>,
     /// After EMFILE & co., the listener is out of the interest list until then.
     accept_paused_until: Option<Instant>,
     /// Set once shutting down: the loop ends when every client is gone or at this instant.
@@ -228,6 +241,7 @@ impl EventLoop {
                 }
             }
             self.resume_accepting(now)?;
+            self.expire_lingering(now);
 
             // 1. Sleep in the kernel until something is ready (or a timer is due). No list
             //    to build: the kernel keeps it.
@@ -265,9 +279,11 @@ impl EventLoop {
     }
     // ANCHOR_END: event_loop
 
-    /// How long `epoll_wait` may sleep: until the accept pause or the shutdown grace ends.
+    /// How long `epoll_wait` may sleep: until the next timer (the accept pause, the oldest
+    /// lingering close, the shutdown grace), or for ever if none is set.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        [self.accept_paused_until, self.stop_deadline]
+        let linger = self.lingering.front().map(|&(at, _)| at);
+        [self.accept_paused_until, linger, self.stop_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -406,6 +422,11 @@ impl EventLoop {
                     conn.closing = true;
                 }
                 self.flush(id); // its last lines (`* bye`); closes it once they are out
+                if self.conns.contains_key(&id) {
+                    // The socket did not take them all: give it a little time, not forever.
+                    self.lingering
+                        .push_back((Instant::now() + CLOSE_LINGER, id));
+                }
             }
             self.closing = batch;
         }
@@ -450,6 +471,24 @@ impl EventLoop {
         }
     }
     // ANCHOR_END: flush
+
+    // ANCHOR: linger
+    /// Closes the lingering clients whose time is up. (The others were closed by `flush` as
+    /// soon as their last byte was written; their entries just expire here.)
+    fn expire_lingering(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.lingering.front() {
+            if at > now {
+                break;
+            }
+            self.lingering.pop_front();
+            if self.conns.contains_key(&id) {
+                log::debug!("client {id}: did not read its last lines in {CLOSE_LINGER:?}");
+                self.finish(id);
+            }
+        }
+        self.settle();
+    }
+    // ANCHOR_END: linger
 
     /// Closes client `id`'s socket and tells the server it is gone.
     fn finish(&mut self, id: ClientId) {
