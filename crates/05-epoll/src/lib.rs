@@ -187,6 +187,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
 }
 // ANCHOR_END: run
 
+// ANCHOR: conn
 /// One client's socket, as the loop sees it: 12 bytes beside the protocol's state.
 #[derive(Debug)]
 struct Conn {
@@ -199,6 +200,7 @@ struct Conn {
     /// left, then close.
     closing: bool,
 }
+// ANCHOR_END: conn
 
 /// Everything the single thread owns.
 #[derive(Debug)]
