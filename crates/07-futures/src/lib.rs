@@ -7,7 +7,7 @@
 //! `async`/`await` — on an async runtime built right here, on `std` and `libc` alone:
 //!
 //! - [`tour`]: a future written by hand and polled by hand; wakers; `.await` compiled by hand;
-//! - [`sys`]: `epoll`, `eventfd` and `fcntl`, wrapped once;
+//! - [`sys`]: `epoll`, `eventfd` and `ioctl(FIONBIO)`, wrapped once;
 //! - [`reactor`]: one `epoll_wait` that wakes exactly the tasks whose sockets are ready, and
 //!   the timers;
 //! - [`timer`]: [`Timer`], the async sleep;
@@ -50,6 +50,7 @@ pub use block_on::block_on;
 pub use combinators::{or, yield_now};
 pub use executor::{Executor, JoinHandle};
 pub use net::Async;
+pub use reactor::Direction;
 pub use timer::Timer;
 
 use std::cell::RefCell;
@@ -201,13 +202,15 @@ fn refuse(stream: &Async<TcpStream>) {
 // ANCHOR: reader
 async fn reader(shared: Rc<Shared>, stream: Rc<Async<TcpStream>>, id: ClientId) {
     loop {
-        match stream
-            .read_with(|socket| shared.read_from(id, socket))
-            .await
-        {
+        let read = stream.read_with(|socket| shared.read_from(id, socket));
+        match read.await {
             Ok(0) => break, // end of stream: the peer left, or our writer shut the socket
-            // Let the writers this just woke run before reading more: on one thread, a
-            // client that sends without pause must not starve everybody else.
+            // A short read emptied the socket: skip the read that would only say WouldBlock,
+            // and sleep until epoll reports more. (The next `read_with` returns Pending at
+            // once, which lets the writers this read just woke run.)
+            Ok(n) if n < READ_BUF => stream.clear_ready(Direction::Read),
+            // A full buffer: there may be more. Let the woken writers run first anyway: on
+            // one thread, a client that sends without pause must not starve everybody else.
             Ok(_) => yield_now().await,
             Err(err) => {
                 log::debug!("{id}: read: {err}");

@@ -76,6 +76,14 @@ impl<T: AsFd> Async<T> {
     }
     // ANCHOR_END: poll_io
 
+    /// Tells the reactor that the socket has nothing more in `direction` for now, without
+    /// the system call that would say so: after a *short* read (fewer bytes than asked for)
+    /// the socket is empty, and the next `read` would only say `WouldBlock`. Data arriving
+    /// later is a new edge, hence a new event; an end of stream is remembered anyway.
+    pub fn clear_ready(&self, direction: Direction) {
+        self.reactor.clear_ready(self.token, direction);
+    }
+
     /// `op` as a future that waits for readability whenever `op` says `WouldBlock`.
     pub async fn read_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         poll_fn(|cx| self.poll_io(Direction::Read, cx, &mut op)).await

@@ -51,6 +51,10 @@ pub enum Direction {
 struct Interest {
     /// False only between a `WouldBlock` and the next event for this direction.
     ready: bool,
+    /// This direction is over (the peer closed it, or the socket failed): the next system
+    /// call returns at once (end of stream, or an error), so it stays ready for good. An
+    /// edge-triggered epoll reports a hang-up once; forgetting it would strand the task.
+    closed: bool,
     /// The task to wake when `ready` becomes true. One waiter per direction: a socket has one
     /// reading task and one writing task, like a stream split in two halves.
     waker: Option<Waker>,
@@ -61,13 +65,15 @@ impl Interest {
     fn new() -> Self {
         Self {
             ready: true,
+            closed: false,
             waker: None,
         }
     }
 
     /// An event arrived: remember it and collect the waiting task's waker.
-    fn fire(&mut self, wakers: &mut Vec<Waker>) {
+    fn fire(&mut self, closed: bool, wakers: &mut Vec<Waker>) {
         self.ready = true;
+        self.closed |= closed;
         wakers.extend(self.waker.take());
     }
 }
@@ -224,10 +230,12 @@ impl Reactor {
     }
     // ANCHOR_END: poll_ready
 
-    /// The last system call in `direction` said `WouldBlock`: not ready until the next event.
+    /// The last system call in `direction` said `WouldBlock` (or emptied the socket): not
+    /// ready until the next event, unless that direction is closed for good.
     pub fn clear_ready(&self, token: u64, direction: Direction) {
         if let Some(source) = self.sources.borrow_mut().get_mut(&token) {
-            source.interest(direction).ready = false;
+            let interest = source.interest(direction);
+            interest.ready = interest.closed;
         }
     }
 
@@ -298,10 +306,11 @@ impl Reactor {
                     continue; // deregistered since the kernel queued this event
                 };
                 if bits & (sys::READABLE | sys::HANG_UP) != 0 {
-                    source.read.fire(&mut to_wake);
+                    let closed = bits & (sys::READ_CLOSED | sys::HANG_UP) != 0;
+                    source.read.fire(closed, &mut to_wake);
                 }
                 if bits & (sys::WRITABLE | sys::HANG_UP) != 0 {
-                    source.write.fire(&mut to_wake);
+                    source.write.fire(bits & sys::HANG_UP != 0, &mut to_wake);
                 }
             }
         }
@@ -425,6 +434,11 @@ mod tests {
         drop(peer);
         reactor.react(true).expect("react");
         assert_eq!(count.get(), 1, "end-of-file is something to read");
+        // The hang-up was reported once (edge-triggered), so it must not be forgotten:
+        // a reader that clears readiness after a short read still finds it ready.
+        reactor.clear_ready(token, Direction::Read);
+        let poll = reactor.poll_ready(token, Direction::Read, &mut Context::from_waker(&waker));
+        assert!(poll.is_ready());
         reactor.deregister(token, ours.as_fd());
     }
 

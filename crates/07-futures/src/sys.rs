@@ -1,6 +1,6 @@
 //! The three system calls our runtime needs, wrapped once: `epoll` (wait for many descriptors),
-//! `eventfd` (a counter another thread can poke to interrupt that wait) and `fcntl` (make a
-//! descriptor non-blocking).
+//! `eventfd` (a counter another thread can poke to interrupt that wait) and `ioctl(FIONBIO)`
+//! (make a descriptor non-blocking).
 //!
 //! This is what `mio` or smol's `polling` crate do for real, on every platform. Here it is
 //! Linux only and about a hundred lines, so that nothing under the reactor is hidden. Every
@@ -9,11 +9,13 @@
 //! Run its tests with `cargo test -p chat-futures sys::`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 /// Readiness bits, as epoll spells them (`EPOLLIN` and friends are `c_int` in `libc`).
 pub const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+/// The peer will send no more (it shut down its writing side or closed).
+pub const READ_CLOSED: u32 = libc::EPOLLRDHUP as u32;
 /// The peer or the socket failed or hung up: both directions must look (and see an error).
 pub const HANG_UP: u32 = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
 /// Room to write.
@@ -158,13 +160,9 @@ impl EventFd {
 /// Makes a descriptor non-blocking: a `read` with nothing to read fails with `WouldBlock`
 /// instead of putting the thread to sleep. Every descriptor the reactor watches is made so.
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let raw: RawFd = fd.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on an open descriptor, integer arguments only.
-    let flags = check(unsafe { libc::fcntl(raw, libc::F_GETFL) })?;
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        check(unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
-    }
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO on an open descriptor reads one `c_int` through a valid pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &raw const on) })?;
     Ok(())
 }
 
