@@ -293,6 +293,12 @@ fn print_summary(r: &crate::result::RunResult) {
         r.scenario, r.connect.ready, r.clients, r.connect.duration_s, r.sent, r.expected,
         r.delivered, r.lost, r.duplicated, r.reordered, r.undeliverable, r.unsent
     );
+    let w = &r.connect.time_to_welcome_us;
+    println!(
+        "connect: {} connected, {} welcomed, {} failed, {} refused (server full), {} timed out; {:.0} ready/s; time to welcome p50 {} us p99 {} us max {} us",
+        r.connect.connected, r.connect.welcomed, r.connect.failed, r.connect.rejected_full,
+        r.connect.timed_out, r.connect.per_sec, w.p50, w.p99, w.max
+    );
     let l = &r.latency_us;
     println!(
         "deliveries/s {:.0}; latency p50 {} us p90 {} us p99 {} us p99.9 {} us max {} us",
