@@ -363,7 +363,11 @@ pub fn slow_consumer_in_room(t: &Target) {
                 Ok(line) => line,
                 Err(e) => {
                     break Err(format!(
-                        "receiver: expected message {next} or `done`, got {e}"
+                        "receiver: expected message {next} or `done`, got {e} (the receiver \
+                         reads all the time and is never owed more than {WINDOW} lines, \
+                         ~{} bytes, under the {SMALL_OUTBOX}-byte outbox: it must not be \
+                         treated as a slow consumer)",
+                        WINDOW * 215
                     ))
                 }
             };
