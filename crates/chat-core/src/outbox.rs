@@ -27,14 +27,21 @@ impl fmt::Display for OutboxFull {
 
 impl std::error::Error for OutboxFull {}
 
-/// Bytes owed to one client, at most `limit` of them.
+/// What one queued line costs beyond its text: the [`Bytes`] handle in the queue. Counting it
+/// makes the bound a bound on memory, not only on text: 256 KiB of 25-byte notices would
+/// otherwise hold 10,000 handles, 330 KB more than the bound says.
+pub const CHUNK_COST: usize = std::mem::size_of::<Bytes>();
+
+/// Bytes owed to one client, costing at most `limit` bytes of memory.
 #[derive(Debug)]
 pub struct Outbox {
     /// Queued lines, oldest first; the first may be partly written already.
     chunks: VecDeque<Bytes>,
-    /// Total bytes in `chunks`.
+    /// Total bytes of text in `chunks`.
     len: usize,
-    /// The most bytes this outbox may hold (`--outbox-bytes`).
+    /// What `chunks` costs: its text plus [`CHUNK_COST`] per line.
+    cost: usize,
+    /// The most `cost` may reach (`--outbox-bytes`).
     limit: usize,
 }
 
@@ -44,6 +51,7 @@ impl Outbox {
         Self {
             chunks: VecDeque::new(),
             len: 0,
+            cost: 0,
             limit,
         }
     }
@@ -51,10 +59,12 @@ impl Outbox {
     /// Queues a line, or reports [`OutboxFull`] (and queues nothing) when it would not fit.
     // ANCHOR: push
     pub fn push(&mut self, line: Bytes) -> Result<(), OutboxFull> {
-        if self.len + line.len() > self.limit {
+        let cost = line.len() + CHUNK_COST;
+        if self.cost + cost > self.limit {
             return Err(OutboxFull);
         }
         self.len += line.len();
+        self.cost += cost;
         self.chunks.push_back(line);
         Ok(())
     }
@@ -68,6 +78,11 @@ impl Outbox {
     /// True when nothing is waiting.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The memory the queued lines cost, which [`Outbox::push`] keeps within the bound.
+    pub fn cost(&self) -> usize {
+        self.cost
     }
 
     /// The bound this outbox was made with.
@@ -101,6 +116,7 @@ impl Outbox {
             }
             size += chunk.len();
             if let Some(chunk) = self.chunks.pop_front() {
+                self.cost -= chunk.len() + CHUNK_COST;
                 taken.push(chunk);
             }
         }
@@ -120,9 +136,11 @@ impl Outbox {
             };
             if n >= front.len() {
                 n -= front.len();
+                self.cost -= front.len() + CHUNK_COST;
                 self.chunks.pop_front();
             } else {
                 front.advance(n); // partly written: keep the rest of this line
+                self.cost -= n;
                 n = 0;
             }
         }
@@ -133,6 +151,7 @@ impl Outbox {
     pub fn clear(&mut self) {
         self.chunks = VecDeque::new();
         self.len = 0;
+        self.cost = 0;
     }
 
     /// An idle client should not keep the memory of its busiest moment.
@@ -149,17 +168,32 @@ mod tests {
 
     #[test]
     fn push_until_full_then_refuse_without_queueing() {
-        let mut outbox = Outbox::new(10);
+        let mut outbox = Outbox::new(2 * CHUNK_COST + 10);
         assert_eq!(outbox.push(Bytes::from_static(b"12345\n")), Ok(()));
         assert_eq!(outbox.push(Bytes::from_static(b"1234\n")), Err(OutboxFull));
         assert_eq!(outbox.len(), 6);
         assert_eq!(outbox.push(Bytes::from_static(b"123\n")), Ok(()));
         assert_eq!(outbox.len(), 10);
+        assert_eq!(outbox.cost(), outbox.limit());
+    }
+
+    #[test]
+    fn the_bound_counts_each_line_handle() {
+        let mut outbox = Outbox::new(1000);
+        let mut queued = 0;
+        while outbox.push(Bytes::from_static(b"x\n")).is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, 1000 / (2 + CHUNK_COST));
+        outbox.consume(1);
+        assert_eq!(outbox.cost(), queued * (2 + CHUNK_COST) - 1);
+        outbox.consume(1);
+        assert_eq!(outbox.cost(), (queued - 1) * (2 + CHUNK_COST));
     }
 
     #[test]
     fn partial_writes_keep_the_rest() {
-        let mut outbox = Outbox::new(100);
+        let mut outbox = Outbox::new(1000);
         outbox.push(Bytes::from_static(b"abc\n")).unwrap();
         outbox.push(Bytes::from_static(b"def\n")).unwrap();
         outbox.consume(2);
@@ -174,7 +208,7 @@ mod tests {
 
     #[test]
     fn io_slices_cover_the_queue_in_order() {
-        let mut outbox = Outbox::new(100);
+        let mut outbox = Outbox::new(1000);
         for line in [&b"a\n"[..], b"bb\n", b"ccc\n"] {
             outbox.push(Bytes::copy_from_slice(line)).unwrap();
         }
@@ -187,7 +221,7 @@ mod tests {
 
     #[test]
     fn take_returns_whole_lines_up_to_the_budget() {
-        let mut outbox = Outbox::new(100);
+        let mut outbox = Outbox::new(1000);
         for line in [&b"aaaa\n"[..], b"bbbb\n", b"cccc\n"] {
             outbox.push(Bytes::copy_from_slice(line)).unwrap();
         }
