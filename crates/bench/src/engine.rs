@@ -833,26 +833,22 @@ impl Engine {
         } else {
             self.core.in_flight += 1;
         }
-        match open_socket(&self.core.target, c.kind == Kind::Slow) {
-            Ok(mut stream) => {
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                match self
-                    .poll
-                    .registry()
-                    .register(&mut stream, Token(id), interest)
-                {
-                    Ok(()) => {
-                        c.stream = Some(stream);
-                        c.state = State::Connecting;
-                    }
-                    Err(_) => fail(c, id, &mut self.core),
-                }
-            }
+        // In the handshake from here on, so that a failure below is undone
+        // by `fail` like any other.
+        c.state = State::Connecting;
+        let opened = open_socket(&self.core.target, c.kind == Kind::Slow).and_then(|mut stream| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll
+                .registry()
+                .register(&mut stream, Token(id), interest)
+                .map(|()| stream)
+        });
+        match opened {
+            Ok(stream) => c.stream = Some(stream),
             Err(e) => {
-                if self.core.n.failed == 0 {
+                if self.core.n.failed + self.core.n.churn_failed == 0 {
                     self.notes.push(format!("first connect failure: {e}"));
                 }
-                c.state = State::Connecting;
                 fail(c, id, &mut self.core);
             }
         }
@@ -1448,7 +1444,11 @@ fn read_all(c: &mut Client, id: usize, core: &mut Core, scratch: &mut [u8]) {
 /// Accounts one received line.
 fn on_line(c: &mut Client, id: usize, core: &mut Core, line: &[u8], now_us: u64) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if c.state == State::Ready || c.state == State::Quitting {
+    if c.kind == Kind::Churner && (c.state == State::Ready || c.state == State::Quitting) {
+        // A churner in its room only waits for the server to close it.
+        return;
+    }
+    if c.state == State::Ready {
         // The hot path: a message from another member.
         if let Some(m) = marker::find(line) {
             if matches!(

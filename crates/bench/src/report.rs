@@ -141,7 +141,7 @@ fn bytes(b: f64) -> String {
 fn correctness(r: &RunResult) -> String {
     if r.lost == 0 && r.duplicated == 0 && r.reordered == 0 && r.unexpected == 0 {
         if r.expected == 0 {
-            "nothing sent".to_string()
+            "no deliveries expected".to_string()
         } else {
             "ok".to_string()
         }
