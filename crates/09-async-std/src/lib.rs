@@ -475,4 +475,27 @@ mod tests {
         );
         server.join().unwrap().unwrap();
     }
+
+    /// An idle client costs its tasks' state and no buffer: the reader and the writer
+    /// together stay well under 1 KiB. (A `[u8; 4096]` kept across an `.await` would fail
+    /// this.)
+    #[test]
+    fn an_idle_client_holds_no_buffer() {
+        task::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let shared = Arc::new(Shared::new(Limits::default()));
+            let (id, bell) = shared.join(&stream).unwrap();
+            let (alive, _all_gone) = channel::bounded(1);
+            let writer = write_loop(Arc::clone(&shared), id, stream.clone(), bell.clone());
+            let reader = client(Arc::clone(&shared), id, stream, bell, alive);
+            let (reader, writer) = (size_of_val(&reader), size_of_val(&writer));
+            assert!(
+                reader + writer < 1024,
+                "a client's two tasks hold {reader} + {writer} bytes"
+            );
+        });
+    }
 }

@@ -512,4 +512,19 @@ mod tests {
             server.join().unwrap().unwrap();
         }
     }
+
+    /// An idle client costs its task's state and no buffer: well under 1 KiB. (A
+    /// `[u8; 4096]` kept across an `.await` would fail this.)
+    #[test]
+    fn an_idle_client_holds_no_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let stream = Arc::new(Async::new(stream).unwrap());
+        let shared = Arc::new(Shared::new(Limits::default()));
+        let (id, bell) = shared.join(&stream).unwrap();
+        let (alive, _all_gone) = channel::bounded(1);
+        let task = client(Arc::clone(&shared), id, stream, bell, alive);
+        let size = size_of_val(&task);
+        assert!(size < 1024, "a client's task holds {size} bytes");
+    }
 }
