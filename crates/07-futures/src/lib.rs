@@ -1,7 +1,7 @@
 //! # Stage 07: futures by hand
 //!
-//! Stage 05 served every client from one thread with an `epoll` loop, and the price was
-//! inside-out code: each client's progress lived in a struct, and the loop decided what to do
+//! Stages 05 and 06 served every client from one thread with an `epoll` loop, and the price
+//! was inside-out code: each client's progress lived in a struct, and the loop decided what to do
 //! next from readiness events. This stage keeps the one thread and the one `epoll`, and writes
 //! each client as straight-line code again (`read` a line, `write` some lines) with
 //! `async`/`await` — on an async runtime built right here, on `std` and `libc` alone:
@@ -31,8 +31,9 @@
 //! feeds the server what the socket delivers, and a **writer** that sleeps until the client's
 //! outbox has bytes, writes them with one `writev`, and sleeps again. The server's
 //! `Flush`/`Close` events wake the writers. A task's state is only what it holds across an
-//! `.await` (a few pointers), so an idle client costs a few hundred bytes: the read buffer is
-//! one 64 KiB buffer shared by every reader, used only inside a non-blocking `read`.
+//! `.await` (a few pointers), so an idle client's two tasks take a few hundred bytes: the
+//! read buffer is one 64 KiB buffer shared by every reader, used only inside a non-blocking
+//! `read`.
 //!
 //! *Invariant:* a `RefCell` borrow of the shared state never lives across an `.await`; every
 //! method of [`Shared`] is plain synchronous code.
@@ -225,6 +226,7 @@ async fn reader(shared: Rc<Shared>, stream: Rc<Async<TcpStream>>, id: ClientId) 
 
 /// Writes what the client is owed, sleeping while there is nothing to write, until the
 /// client must go; then shuts the socket down.
+// ANCHOR: writer
 async fn writer(shared: Rc<Shared>, stream: Rc<Async<TcpStream>>, id: ClientId) {
     let result = or(
         write_until_done(&shared, &stream, id),
@@ -246,9 +248,11 @@ async fn writer(shared: Rc<Shared>, stream: Rc<Async<TcpStream>>, id: ClientId) 
     // The peer sees the end of the stream, and so does our reader, which cleans up.
     let _ = stream.get_ref().shutdown(Both::Both);
 }
+// ANCHOR_END: writer
 
 /// Writes the outbox whenever it has bytes, until the client must be closed and nothing is
 /// left to write.
+// ANCHOR: write_until_done
 async fn write_until_done(
     shared: &Shared,
     stream: &Async<TcpStream>,
@@ -270,7 +274,7 @@ async fn write_until_done(
     }
     Ok(())
 }
-// ANCHOR_END: writer
+// ANCHOR_END: write_until_done
 
 /// The chat server and the writers' wakers, shared by every task on the thread.
 #[derive(Debug)]

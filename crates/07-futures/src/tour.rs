@@ -171,6 +171,16 @@ pub async fn count(say: impl Fn(&'static str), pause: Duration) {
 }
 // ANCHOR_END: count
 
+/// [`count`] with the mistake the articles warn about: a *blocking* sleep in an `async fn`.
+/// It compiles and runs, and the thread (with every other task on it) sleeps too.
+// ANCHOR: count_blocking
+pub async fn count_blocking(say: impl Fn(&'static str), pause: Duration) {
+    say("One");
+    std::thread::sleep(pause); // no `.await`: never returns `Pending`, never lets go
+    say("Two");
+}
+// ANCHOR_END: count_blocking
+
 /// [`count`] compiled by hand: what the compiler generates for it, minus the details.
 // ANCHOR: count_by_hand
 #[derive(Debug)]
@@ -279,6 +289,7 @@ mod tests {
     fn busy_polling_polls_many_times_block_on_twice() {
         let pause = Duration::from_millis(20);
         let ((), busy_polls) = busy_block_on(Timer::after(pause));
+        eprintln!("busy_block_on: {busy_polls} polls for a {pause:?} timer");
         assert!(busy_polls > 1, "the busy loop polled {busy_polls} times");
         let polls = Rc::new(RefCell::new(0));
         let counted = Rc::clone(&polls);
@@ -318,5 +329,12 @@ mod tests {
         let expected = ["One", "One", "One", "Two", "Two", "Two"];
         assert_eq!(three_counts(|say| count(say, pause)), expected);
         assert_eq!(three_counts(|say| Count::Start { say, pause }), expected);
+    }
+
+    #[test]
+    fn a_blocking_count_runs_the_three_one_after_the_other() {
+        let pause = Duration::from_millis(5);
+        let sequential = ["One", "Two", "One", "Two", "One", "Two"];
+        assert_eq!(three_counts(|say| count_blocking(say, pause)), sequential);
     }
 }
