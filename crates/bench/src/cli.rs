@@ -40,7 +40,10 @@ pub enum Cmd {
 
 /// A CPU to pin to, or none.
 #[derive(Debug, Clone, Copy)]
-pub struct Cpu(pub Option<usize>);
+pub struct Cpu(
+    /// The CPU number; `None` for `none`.
+    pub Option<usize>,
+);
 
 fn parse_cpu(s: &str) -> std::result::Result<Cpu, String> {
     if s == "none" {

@@ -16,6 +16,11 @@
 //!   waits for the server, and lateness is measured as latency);
 //! - starts new connects while the ramp has room for them.
 //!
+//! The timer is `epoll_wait`'s, with millisecond resolution: a send may leave
+//! up to about a millisecond after its intended time, and that delay counts as
+//! latency. Sub-millisecond latencies are at the generator's noise floor; the
+//! comparison between stages is made at the same floor.
+//!
 //! Run it through the CLI, e.g. `chat-bench run --addr 127.0.0.1:7878 --scenario chat`.
 
 use std::cmp::Reverse;
@@ -189,18 +194,31 @@ struct Schedule {
 /// Counters of everything that is not a delivery.
 #[derive(Debug, Default)]
 struct Counters {
+    /// Members whose TCP connect completed.
     connected: u64,
+    /// Members that got the welcome line.
     welcomed: u64,
+    /// Members in their room.
     ready: u64,
+    /// Members whose connect failed, or that the server closed during the handshake.
     failed: u64,
+    /// Members refused with `! server full`.
     rejected_full: u64,
+    /// Members not ready when the ramp ended.
     timed_out: u64,
+    /// Ready members the server closed.
     disconnected_by_server: u64,
+    /// Received lines over `MAX_LINE`, dropped.
     overlong_lines: u64,
+    /// `(slow consumer)` notices seen by members.
     slow_notices: u64,
+    /// Churn cycles completed (closed by the server after the quit).
     churn_cycles: u64,
+    /// Churn cycles that failed or timed out.
     churn_failed: u64,
+    /// First copies of expected deliveries, in total.
     arrived: u64,
+    /// Messages the schedule could not hand to the kernel.
     unsent: u64,
 }
 
