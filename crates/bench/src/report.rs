@@ -162,6 +162,14 @@ fn ready_cell(r: &RunResult) -> String {
     }
 }
 
+/// Server RSS per idle connection, when enough clients got in to tell.
+fn rss_per_conn(r: &RunResult) -> String {
+    match r.idle.as_ref().and_then(|i| i.rss_per_connection_bytes) {
+        Some(b) if r.connect.ready >= MIN_CLIENTS_PER_CONN_FIGURE => bytes(b),
+        _ => "-".to_string(),
+    }
+}
+
 /// Whether the server exited 0 within 5 s in every scenario of a stage.
 fn exits(l: &Loaded, stage: &str) -> String {
     let all: Vec<&RunResult> = l
@@ -209,11 +217,7 @@ pub fn overview(l: &Loaded) -> String {
             t,
             "| {s} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(l, s, Scenario::Idle, ready_cell),
-            cell(l, s, Scenario::Idle, |r| r
-                .idle
-                .as_ref()
-                .and_then(|i| i.rss_per_connection_bytes)
-                .map_or("-".into(), bytes)),
+            cell(l, s, Scenario::Idle, rss_per_conn),
             cell(l, s, Scenario::Chat, |r| si(r.deliveries_per_sec)),
             cell(l, s, Scenario::Chat, |r| ms(r.latency_us.p99)),
             cell(l, s, Scenario::Chat, correctness),
@@ -309,10 +313,13 @@ pub fn ceiling_table(c: Option<&Ceiling>) -> String {
     t
 }
 
+/// Fewest ready clients for which a per-connection memory figure is shown.
+const MIN_CLIENTS_PER_CONN_FIGURE: u64 = 100;
+
 /// One Markdown table per scenario, with that scenario's own columns.
 fn scenario_table(l: &Loaded, s: Scenario) -> String {
     let header = match s {
-        Scenario::Idle => "| stage | ready | ramp | connects/s | welcome p99 | RSS/conn | kernel/conn | peak RSS | threads | alive | exit 0 |",
+        Scenario::Idle => "| stage | ready | ramp | connects/s | welcome p99 | RSS/conn | kernel TCP buffers/conn | peak RSS | threads | alive | exit 0 |",
         Scenario::Chat => "| stage | ready | deliveries/s | p50 | p99 | p99.9 | max | correct | unsent | CPU µs/delivery | peak RSS | threads | generator busy |",
         Scenario::Flood => "| stage | max bounded deliveries/s | steps (offered → delivered/s @ p99) | generator busy |",
         Scenario::Slow => "| stage | ready | slow dropped | readers dropped | readers p99 | correct | unsent | peak RSS |",
@@ -344,8 +351,14 @@ fn scenario_table(l: &Loaded, s: Scenario) -> String {
                     r.connect.duration_s,
                     si(r.connect.per_sec),
                     ms(r.connect.time_to_welcome_us.p99),
-                    i.rss_per_connection_bytes.map_or("-".into(), bytes),
-                    bytes(i.kernel_per_connection_bytes),
+                    rss_per_conn(r),
+                    // System-wide figure: with few clients, other activity
+                    // on the machine would dominate it.
+                    if r.connect.ready >= MIN_CLIENTS_PER_CONN_FIGURE {
+                        bytes(i.kernel_per_connection_bytes)
+                    } else {
+                        "-".to_string()
+                    },
                     r.delivered,
                     r.expected,
                     exits(l, stage)
