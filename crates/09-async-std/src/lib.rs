@@ -75,8 +75,10 @@ thread_local! {
 pub fn run(listener: std::net::TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     task::block_on(serve(listener, config.limits(), shutdown))
 }
+// ANCHOR_END: run
 
 /// Accepts until `shutdown`, then says goodbye to every client and waits (bounded) for them.
+// ANCHOR: serve
 async fn serve(
     listener: std::net::TcpListener,
     limits: Limits,
@@ -105,7 +107,7 @@ async fn serve(
     reaper.cancel().await;
     Ok(())
 }
-// ANCHOR_END: run
+// ANCHOR_END: serve
 
 /// Accepts connections forever (until its task is cancelled), one task per client.
 // ANCHOR: accept_loop
@@ -267,6 +269,7 @@ async fn reaper(shared: Arc<Shared>) {
 }
 // ANCHOR_END: reaper
 
+// ANCHOR: state
 /// What every task shares: the protocol, and how to reach each client's writer.
 #[derive(Debug)]
 struct Shared {
@@ -300,6 +303,8 @@ struct Client {
     /// The client's socket, to shut down at once when it is dropped as a slow consumer.
     stream: TcpStream,
 }
+
+// ANCHOR_END: state
 
 /// What a writer should do next.
 #[derive(Debug)]
@@ -400,6 +405,9 @@ impl Shared {
     }
 }
 
+// ANCHOR_END: shared
+
+// ANCHOR: dispatch
 impl State {
     /// Turns the server's events into wake-ups: never a write, never a wait.
     fn dispatch(&mut self) {
@@ -433,7 +441,7 @@ impl State {
         }
     }
 }
-// ANCHOR_END: shared
+// ANCHOR_END: dispatch
 
 #[cfg(test)]
 mod tests {

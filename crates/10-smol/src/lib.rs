@@ -95,17 +95,20 @@ pub fn run(
         result
     })
 }
+// ANCHOR_END: run
 
 /// Accepts until `shutdown`, then says goodbye to every client and waits (bounded) for them.
+// ANCHOR: serve
 async fn serve(
     ex: &Executor<'_>,
     listener: TcpListener,
     limits: Limits,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let listener = Async::new(listener)?; // non-blocking, registered with the reactor
-                                          // The shutdown descriptor becomes readable on SIGINT/SIGTERM: the reactor can watch it
-                                          // like any socket. (`Async::new` makes it non-blocking, which `Shutdown` does not mind.)
+    // Non-blocking from now on, and registered with the reactor.
+    let listener = Async::new(listener)?;
+    // The shutdown descriptor becomes readable on SIGINT/SIGTERM: the reactor can watch it
+    // like any socket. (`Async::new` makes it non-blocking, which `Shutdown` does not mind.)
     let stop = Async::new(shutdown)?;
     let shared = Arc::new(Shared::new(limits));
     // Every client task holds a clone of `alive`; when the last is dropped the channel
@@ -132,7 +135,7 @@ async fn serve(
     }
     Ok(()) // dropping the executor (in `run`) drops every task left
 }
-// ANCHOR_END: run
+// ANCHOR_END: serve
 
 /// Accepts connections until dropped, one task per client.
 // ANCHOR: accept_loop
@@ -302,6 +305,7 @@ async fn reaper(shared: Arc<Shared>) {
 }
 // ANCHOR_END: reaper
 
+// ANCHOR: state
 /// What every task shares: the protocol, and how to reach each client's task.
 #[derive(Debug)]
 struct Shared {
@@ -335,6 +339,8 @@ struct Client {
     /// The client's socket, to shut down at once when it is dropped as a slow consumer.
     stream: Arc<Async<TcpStream>>,
 }
+
+// ANCHOR_END: state
 
 /// What a writer should do next.
 #[derive(Debug)]
@@ -435,6 +441,9 @@ impl Shared {
     }
 }
 
+// ANCHOR_END: shared
+
+// ANCHOR: dispatch
 impl State {
     /// Turns the server's events into wake-ups: never a write, never a wait.
     fn dispatch(&mut self) {
@@ -468,7 +477,7 @@ impl State {
         }
     }
 }
-// ANCHOR_END: shared
+// ANCHOR_END: dispatch
 
 #[cfg(test)]
 mod tests {
