@@ -7,7 +7,7 @@
 //! after its waker was called: an idle task costs no CPU at all, only its memory.
 //!
 //! The executor knows nothing about sockets or time (that is the reactor's job), and it
-//! does not sleep (that is [`block_on`](crate::block_on)'s job). Like `async-executor`'s
+//! does not sleep (that is [`block_on`](fn@crate::block_on)'s job). Like `async-executor`'s
 //! `LocalExecutor`, it runs on one thread, so tasks need not be `Send`; their wakers still
 //! are, as `std::task::Wake` requires, and waking a task from another thread works.
 //!

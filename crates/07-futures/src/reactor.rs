@@ -3,7 +3,7 @@
 //!
 //! A future that cannot make progress (its socket said `WouldBlock`, its deadline is in the
 //! future) hands its waker to the reactor and returns `Pending`. When every task is pending,
-//! [`block_on`](crate::block_on) calls [`Reactor::react`], which sleeps in one `epoll_wait`
+//! [`block_on`](fn@crate::block_on) calls [`Reactor::react`], which sleeps in one `epoll_wait`
 //! for all sockets and the nearest timer, and wakes exactly the tasks whose socket or timer
 //! fired. The reactor never polls a future and knows nothing about tasks: it only calls
 //! `wake`. This is the shape of smol's `async-io` (`src/reactor.rs`), minus portability.
