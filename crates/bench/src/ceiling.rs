@@ -52,6 +52,11 @@ pub struct Ceiling {
     pub single: Mode,
     /// Sixteen lines per `write`.
     pub batched: Mode,
+    /// Lines/s of every measurement, `[single, batched]`: `compare` measures
+    /// before and after the stages and keeps the faster of each mode, since a
+    /// busy machine can only make a ceiling look lower than it is.
+    #[serde(default)]
+    pub measurements: Vec<[f64; 2]>,
     /// Where and how it ran.
     pub conditions: Conditions,
 }
@@ -82,10 +87,32 @@ pub fn measure(
     Ok(Ceiling {
         sockets: sockets as u64,
         line_bytes: line.len() as u64,
+        measurements: vec![[single.lines_per_sec, batched.lines_per_sec]],
         single,
         batched,
         conditions: Conditions::default(),
     })
+}
+
+/// Combines two measurements: the faster of each mode, and both figures.
+pub fn best_of(a: Ceiling, b: Ceiling) -> Ceiling {
+    let faster = |x: Mode, y: Mode| {
+        if y.lines_per_sec > x.lines_per_sec {
+            y
+        } else {
+            x
+        }
+    };
+    let mut measurements = a.measurements;
+    measurements.extend(b.measurements);
+    Ceiling {
+        sockets: a.sockets,
+        line_bytes: a.line_bytes,
+        single: faster(a.single, b.single),
+        batched: faster(a.batched, b.batched),
+        measurements,
+        conditions: a.conditions,
+    }
 }
 
 // ANCHOR: broadcaster

@@ -166,8 +166,10 @@ struct Window {
     rate: f64,
     /// Deliveries per second the schedule offered.
     offered_per_sec: f64,
-    /// Server CPU seconds at start and end.
-    server_cpu: (f64, f64),
+    /// Server CPU clocks at the start (absent without a pid).
+    server_cpu_start: Option<sys::CpuReading>,
+    /// Server CPU seconds used in the window, once it is closed.
+    server_cpu_s: f64,
     /// Generator thread CPU seconds at start and end.
     own_cpu: (f64, f64),
 }
@@ -612,7 +614,7 @@ impl Engine {
                         .count()
                 })
                 .sum();
-            let server_cpu = self.server_cpu();
+            let server_cpu = self.cpu_reading();
             self.core.windows.push(Window {
                 start_us,
                 end_us,
@@ -621,7 +623,8 @@ impl Engine {
                 unsent: 0,
                 rate,
                 offered_per_sec: fanout as f64 * rate,
-                server_cpu: (server_cpu, 0.0),
+                server_cpu_start: server_cpu,
+                server_cpu_s: 0.0,
                 own_cpu: (sys::thread_cpu_seconds(), 0.0),
             });
             index = self.core.windows.len() - 1;
@@ -642,12 +645,14 @@ impl Engine {
 
     /// Ends the current window: reads the CPU clocks and the server.
     fn close_window(&mut self) {
-        let server_cpu = self.server_cpu();
+        let server_cpu = self.cpu_reading();
         let sample = self.sample_server();
         if let Some(i) = self.core.current.take() {
             let w = &mut self.core.windows[i];
             w.end_us = w.end_us.min(self.core.epoch.elapsed().as_micros() as u64);
-            w.server_cpu.1 = server_cpu;
+            if let (Some(a), Some(b)) = (&w.server_cpu_start, &server_cpu) {
+                w.server_cpu_s = sys::cpu_between(a, b);
+            }
             w.own_cpu.1 = sys::thread_cpu_seconds();
             self.server_end = sample.or(self.server_end);
             self.kernel_end_kib = sys::kernel_tcp_kib();
@@ -656,7 +661,7 @@ impl Engine {
 
     /// `idle`'s proof of life: the first member of every room sends one message.
     fn ping_every_room(&mut self) -> io::Result<()> {
-        let server_cpu = self.server_cpu();
+        let server_cpu = self.cpu_reading();
         let start_us = self.core.now_us();
         self.core.windows.push(Window {
             start_us,
@@ -666,7 +671,8 @@ impl Engine {
             unsent: 0,
             rate: 0.0,
             offered_per_sec: 0.0,
-            server_cpu: (server_cpu, 0.0),
+            server_cpu_start: server_cpu,
+            server_cpu_s: 0.0,
             own_cpu: (sys::thread_cpu_seconds(), 0.0),
         });
         self.core.current = Some(self.core.windows.len() - 1);
@@ -957,10 +963,9 @@ impl Engine {
         Some(s)
     }
 
-    /// Server CPU seconds so far (0 without a pid).
-    fn server_cpu(&mut self) -> f64 {
-        self.sample_server()
-            .map_or(self.server_now.cpu_s, |s| s.cpu_s)
+    /// The server's CPU clocks, if its pid is known and it lives.
+    fn cpu_reading(&self) -> Option<sys::CpuReading> {
+        sys::cpu_reading(self.opts.server_pid?).ok()
     }
 
     /// For slow clients the server never named: read what is left, to see
@@ -1013,6 +1018,9 @@ impl Engine {
                     latency_us: Latency::of(&w.hist),
                     unsent: w.unsent,
                     bounded: self.bounded(i),
+                    generator_busy: (w.own_cpu.1 - w.own_cpu.0) / w.seconds().max(1e-9),
+                    cpu_us_per_delivery: (self.opts.server_pid.is_some() && w.arrived > 0)
+                        .then(|| w.server_cpu_s * 1e6 / w.arrived as f64),
                 })
                 .collect()
         } else {
@@ -1039,7 +1047,7 @@ impl Engine {
         let server = self.opts.server_pid.map(|pid| {
             let end = self.server_end.unwrap_or(self.server_now);
             let start = self.server_start.unwrap_or_default();
-            let cpu_in_window = w.map_or(0.0, |w| w.server_cpu.1 - w.server_cpu.0);
+            let cpu_in_window = w.map_or(0.0, |w| w.server_cpu_s);
             result::Server {
                 pid,
                 rss_kib: end.rss_kib,
@@ -1059,6 +1067,16 @@ impl Engine {
             notes.push(format!(
                 "load-bound: the generator's core was {:.0}% busy; figures may show its limit",
                 busy * 100.0
+            ));
+        }
+        if let Some(last) = steps
+            .last()
+            .filter(|s| !s.bounded && s.generator_busy >= 0.9)
+        {
+            notes.push(format!(
+                "flood stopped at the generator's own limit ({:.0}% busy at {:.0} deliveries/s offered): the server may go faster",
+                last.generator_busy * 100.0,
+                last.offered_per_sec
             ));
         }
         if n.unsent > 0 {

@@ -295,9 +295,24 @@ pub fn ceiling_table(c: Option<&Ceiling>) -> String {
         return "No ceiling measured.\n".to_string();
     };
     let mut t = format!(
-        "Loopback ceiling: one thread writing {}-byte lines to {} sockets, read by the generator.\n\n\
-         | lines per write | lines/s | MB/s | writer busy | reader busy |\n|---|---|---|---|---|\n",
+        "Loopback ceiling: one thread writing {}-byte lines to {} sockets, read by the generator.\n\n",
         c.line_bytes, c.sockets
+    );
+    if c.measurements.len() > 1 {
+        let runs: Vec<String> = c
+            .measurements
+            .iter()
+            .map(|[a, b]| format!("{} / {}", si(*a), si(*b)))
+            .collect();
+        let _ = writeln!(
+            t,
+            "Best of {} measurements (lines/s, one write per line / batched: {}).\n",
+            runs.len(),
+            runs.join("; ")
+        );
+    }
+    t.push_str(
+        "| lines per write | lines/s | MB/s | writer busy | reader busy |\n|---|---|---|---|---|\n",
     );
     for m in [&c.single, &c.batched] {
         let _ = writeln!(

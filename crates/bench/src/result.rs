@@ -93,6 +93,12 @@ pub struct Step {
     pub unsent: u64,
     /// Whether p99 stayed under the bound and at least 90% of the offered load arrived.
     pub bounded: bool,
+    /// The generator thread's CPU over the step's wall time (1.0: saturated).
+    #[serde(default)]
+    pub generator_busy: f64,
+    /// Server CPU per delivery in the step, microseconds.
+    #[serde(default)]
+    pub cpu_us_per_delivery: Option<f64>,
 }
 
 /// The `idle` scenario's memory figures.

@@ -169,6 +169,62 @@ pub fn sample_process(pid: u32) -> io::Result<ProcSample> {
     Ok(s)
 }
 
+/// A reading of a process's CPU clocks, for measuring one window precisely.
+///
+/// `/proc/PID/stat` counts in clock ticks (10 ms here): over a two-second
+/// window that is a few percent of error. Each thread's
+/// `/proc/PID/task/TID/schedstat` counts nanoseconds, but a thread that exits
+/// takes its count with it. So a window uses the nanosecond counters when
+/// every thread of its start is still there at its end, and the ticks otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct CpuReading {
+    /// User plus system time from `/proc/PID/stat`, seconds.
+    pub ticks_s: f64,
+    /// Nanoseconds on a CPU per thread id, when readable.
+    pub tasks: Option<std::collections::HashMap<u32, u64>>,
+}
+
+/// Reads both CPU clocks of `pid`.
+pub fn cpu_reading(pid: u32) -> io::Result<CpuReading> {
+    let ticks_s = sample_process(pid)?.cpu_s;
+    let tasks = (|| -> io::Result<std::collections::HashMap<u32, u64>> {
+        let mut map = std::collections::HashMap::new();
+        for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let entry = entry?;
+            let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            // A thread may exit between the listing and the read: skip it.
+            let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+                continue;
+            };
+            let ns = text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| io::Error::other("odd schedstat"))?;
+            map.insert(tid, ns);
+        }
+        Ok(map)
+    })()
+    .ok();
+    Ok(CpuReading { ticks_s, tasks })
+}
+
+/// CPU seconds used between two readings of the same process.
+pub fn cpu_between(start: &CpuReading, end: &CpuReading) -> f64 {
+    if let (Some(a), Some(b)) = (&start.tasks, &end.tasks) {
+        if a.keys().all(|tid| b.contains_key(tid)) {
+            let ns: u64 = b
+                .iter()
+                .map(|(tid, &ns)| ns.saturating_sub(a.get(tid).copied().unwrap_or(0)))
+                .sum();
+            return ns as f64 / 1e9;
+        }
+    }
+    (end.ticks_s - start.ticks_s).max(0.0)
+}
+
 /// The kernel's memory for TCP sockets, in KiB (`mem` of the `TCP:` line of
 /// `/proc/net/sockstat`, which counts pages).
 pub fn kernel_tcp_kib() -> i64 {
@@ -302,6 +358,21 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    }
+
+    #[test]
+    fn cpu_between_readings_grows_with_work() {
+        let pid = std::process::id();
+        let a = cpu_reading(pid).expect("own /proc entry");
+        // Burn a little CPU on this thread.
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = cpu_reading(pid).expect("own /proc entry");
+        assert!(a.tasks.is_some(), "schedstat readable");
+        assert!(cpu_between(&a, &b) > 0.0);
     }
 
     #[test]

@@ -74,9 +74,11 @@ fn serve(
         .clients
         .insert(id, ("lobby".to_string(), stream.try_clone().unwrap()));
     // A held-back message is released after the next one, or after a quiet
-    // moment, so that a reordering fake does not also lose the last message.
+    // moment (much longer than the 25 ms between two messages of a sender,
+    // much shorter than the drain), so that a reordering fake does not also
+    // lose each sender's last message.
     stream
-        .set_read_timeout(Some(Duration::from_millis(20)))
+        .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let mut reader = BufReader::new(stream);
     let mut held: Option<String> = None;
