@@ -7,7 +7,7 @@
 //!
 //! The loop is driven by *scripts* (`idle`, `chat`, `flood`, ...): each is a
 //! plain sequence of phases (`ramp`, `settle`, `send`, `drain`), and each
-//! phase calls [`Engine::turn`] until its deadline. One turn waits for socket
+//! phase calls `Engine::turn` until its deadline. One turn waits for socket
 //! events or for the next scheduled send, whichever comes first, then:
 //!
 //! - reads every readable socket until `WouldBlock` and accounts each line;

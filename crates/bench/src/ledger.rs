@@ -153,6 +153,7 @@ impl Ledger {
         self.sent[sender]
     }
 
+    // ANCHOR: on_marker
     /// Accounts for one marker received by `receiver`.
     pub fn on_marker(&mut self, receiver: usize, marker: Marker) -> Receipt {
         if !self.accounted.get(receiver).copied().unwrap_or(false) {
@@ -192,6 +193,7 @@ impl Ledger {
             Receipt::InOrder
         }
     }
+    // ANCHOR_END: on_marker
 
     /// Distinct expected deliveries received so far (cheap, for progress lines).
     pub fn delivered(&self) -> u64 {

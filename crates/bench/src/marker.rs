@@ -31,6 +31,7 @@ pub struct Marker {
     pub intended_us: u64,
 }
 
+// ANCHOR: write_line
 /// Appends one complete message line (marker, padding, `\n`) to `out`.
 ///
 /// The line is at least `size` bytes long before its `\n`; if `size` is smaller
@@ -53,6 +54,7 @@ pub fn write_line(out: &mut Vec<u8>, marker: Marker, size: usize) {
     }
     out.push(b'\n');
 }
+// ANCHOR_END: write_line
 
 /// Finds and parses the first marker in `line`, wherever it is.
 ///
