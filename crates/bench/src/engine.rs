@@ -222,6 +222,8 @@ struct Counters {
     arrived: u64,
     /// Messages the schedule could not hand to the kernel.
     unsent: u64,
+    /// Messages members handed to the kernel, in total (for progress lines).
+    sent: u64,
 }
 
 /// Everything but the clients, so that a client and the rest can be borrowed
@@ -300,8 +302,8 @@ pub struct Engine {
     core: Core,
     /// Next progress line.
     next_progress: Instant,
-    /// Deliveries counted at the last progress line.
-    last_progress_arrived: u64,
+    /// Deliveries and sent messages counted at the last progress line.
+    last_progress: (u64, u64),
     /// Next `/proc` sample of the server.
     next_sample: Instant,
     /// Latest `/proc` sample of the server.
@@ -402,7 +404,7 @@ impl Engine {
             clients,
             scratch: vec![0; 64 * 1024],
             next_progress: now + Duration::from_secs(1),
-            last_progress_arrived: 0,
+            last_progress: (0, 0),
             next_sample: now,
             server_now: server_start.unwrap_or_default(),
             server_start,
@@ -918,9 +920,12 @@ impl Engine {
             return;
         }
         self.next_progress = now + Duration::from_secs(1);
-        let arrived = self.core.n.arrived;
-        let per_sec = arrived - self.last_progress_arrived;
-        self.last_progress_arrived = arrived;
+        let now_counts = (self.core.n.arrived, self.core.n.sent);
+        let (arrived_per_sec, sent_per_sec) = (
+            now_counts.0 - self.last_progress.0,
+            now_counts.1 - self.last_progress.1,
+        );
+        self.last_progress = now_counts;
         if !self.opts.progress {
             return;
         }
@@ -941,14 +946,15 @@ impl Engine {
         };
         let connected = self.clients.iter().filter(|c| c.stream.is_some()).count();
         eprintln!(
-            "[{} {}] {:>6.1}s {:<7} clients {}/{} deliveries {}/s{}",
+            "[{} {}] {:>6.1}s {:<7} clients {}/{} sent {}/s deliveries {}/s{}",
             self.opts.label,
             self.plan.scenario.name(),
             self.core.epoch.elapsed().as_secs_f64(),
             phase,
             connected,
             self.clients.len(),
-            per_sec,
+            sent_per_sec,
+            arrived_per_sec,
             p99.map_or(String::new(), |p| format!(
                 " p99 {:.2} ms",
                 p as f64 / 1000.0
@@ -1371,6 +1377,7 @@ fn flush(c: &mut Client, id: usize, core: &mut Core) -> bool {
                 let lines = taken[ctrl..].iter().filter(|&&b| b == b'\n').count();
                 if lines > 0 && id < core.members {
                     core.ledger.add_sent(id, lines as u32);
+                    core.n.sent += lines as u64;
                 }
                 c.out_pos += n;
             }
