@@ -191,6 +191,11 @@ async fn read_loop(shared: &Shared, id: ClientId, stream: &TcpStream) -> io::Res
         if n == 0 {
             return Ok(());
         }
+        // One read per turn. While a socket has data, `poll_read` is ready at once, and
+        // nothing in async-std preempts a task that is always ready: a client that sends
+        // without pause would keep this executor thread, and every task queued on it,
+        // waiting. Yielding puts the task at the back of the queue.
+        task::yield_now().await;
     }
 }
 // ANCHOR_END: read_loop

@@ -230,6 +230,12 @@ async fn read_loop(shared: &Shared, id: ClientId, stream: &Async<TcpStream>) -> 
         if n == 0 {
             return Ok(());
         }
+        // One read per turn. While a socket has data, `read_with` is ready at once, and
+        // nothing in smol preempts a task that is always ready: a client that sends without
+        // pause would keep this thread, its own writing half (polled only when this half is
+        // pending) and every other client waiting. Yielding puts the task at the back of
+        // the executor's queue.
+        future::yield_now().await;
     }
 }
 // ANCHOR_END: read_loop

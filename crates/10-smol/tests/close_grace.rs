@@ -66,7 +66,8 @@ fn quitter_that_never_reads_is_closed_after_its_grace() {
     while server.open_fds() >= open_before {
         assert!(
             Instant::now() < deadline,
-            "a client that quit and never read its last lines still holds its connection              {CLOSED_WITHIN:?} later"
+            "a client that quit and never read its last lines still holds its connection \
+             {CLOSED_WITHIN:?} later"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
