@@ -195,7 +195,8 @@ def check_html(build: Path) -> list[str]:
                 if urllib.parse.unquote(url.fragment) not in ids:
                     problems.append(f"{where}: no id '{url.fragment}' on that page")
     print(f"html: {len(pages)} pages, {checked} local links/images/assets checked")
-    return problems
+    # mdBook 0.5 renders every image twice (inline and zoomed): report once.
+    return list(dict.fromkeys(problems))
 
 
 # ---------------------------------------------------------------- browser --
