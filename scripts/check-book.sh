@@ -51,6 +51,15 @@ echo "+ $(mdbook --version)"
 
 failed=0
 
+# The checker proves on small broken books that it catches what it claims
+# (a missing anchor, a broken link, ...) before it is trusted with this one.
+echo "+ python3 scripts/check_book.py self-test"
+python3 scripts/check_book.py self-test >/dev/null || {
+    python3 scripts/check_book.py self-test
+    exit 1
+}
+echo "self-test: ok"
+
 # Source checks first: they name the chapter and the directive at fault.
 echo "+ python3 scripts/check_book.py sources book"
 python3 scripts/check_book.py sources book || failed=1
