@@ -463,16 +463,25 @@ impl Engine {
         self.ramp()?;
         self.settle()?;
         let mut rate = self.plan.rate;
-        for _ in 0..self.plan.steps {
+        let mut passed = 0;
+        let mut retried = false;
+        while passed < self.plan.steps {
             self.send(rate, self.plan.warmup, false)?;
             let w = self.send(rate, self.plan.duration, true)?;
             // A short drain between steps keeps one step's backlog from
             // being blamed on the next.
             self.drain(self.plan.drain)?;
-            if !self.bounded(w) {
+            if self.bounded(w) {
+                passed += 1;
+                rate *= 2.0;
+                retried = false;
+            } else if !retried {
+                // One stall caused by something else on the machine must not
+                // end the search: a failed step is tried once more.
+                retried = true;
+            } else {
                 break;
             }
-            rate *= 2.0;
         }
         Ok(())
     }

@@ -336,7 +336,7 @@ fn scenario_table(l: &Loaded, s: Scenario) -> String {
     let header = match s {
         Scenario::Idle => "| stage | ready | ramp | connects/s | welcome p99 | RSS/conn | kernel TCP buffers/conn | peak RSS | threads | alive | exit 0 |",
         Scenario::Chat => "| stage | ready | deliveries/s | p50 | p99 | p99.9 | max | correct | unsent | CPU µs/delivery | peak RSS | threads | generator busy |",
-        Scenario::Flood => "| stage | max bounded deliveries/s | steps (offered → delivered/s @ p99) | generator busy |",
+        Scenario::Flood => "| stage | max bounded deliveries/s | its p99 | server CPU µs/delivery there | generator busy there | steps (offered → delivered/s @ p99; ✗ not bounded) |",
         Scenario::Slow => "| stage | ready | slow dropped | readers dropped | readers p99 | correct | unsent | peak RSS |",
         Scenario::Churn => "| stage | members ready | cycles/s | failed cycles | churn welcome p50 | churn welcome p99 | members p99 | correct |",
         Scenario::Starve => "| stage | ready | timed out | welcome p50 | welcome p99 | welcome max | p99 | correct |",
@@ -409,11 +409,24 @@ fn scenario_table(l: &Loaded, s: Scenario) -> String {
                         )
                     })
                     .collect();
+                // The headline figures come from the best bounded step; a
+                // generator near 100% there means the server may go faster.
+                let best = r
+                    .steps
+                    .iter()
+                    .filter(|st| st.bounded)
+                    .max_by(|a, b| a.deliveries_per_sec.total_cmp(&b.deliveries_per_sec));
                 format!(
-                    "{} | {} | {:.0}%",
+                    "{} | {} | {} | {} | {}",
                     si(r.max_bounded_deliveries_per_sec.unwrap_or(0.0)),
+                    best.map_or("-".into(), |st| ms(st.latency_us.p99)),
+                    best.and_then(|st| st.cpu_us_per_delivery)
+                        .map_or("-".into(), |v| format!("{v:.2}")),
+                    best.map_or("-".into(), |st| format!(
+                        "{:.0}%",
+                        st.generator_busy * 100.0
+                    )),
                     steps.join("; "),
-                    r.generator.busy * 100.0
                 )
             }
             Scenario::Slow => {
@@ -493,7 +506,7 @@ fn bars(
         .y_labels(n)
         .x_label_formatter(&|v| label(*v))
         .y_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(r) if *r < n => names[row(*r)].clone(),
+            SegmentValue::CenterOf(r) if *r < n => names.get(row(*r)).cloned().unwrap_or_default(),
             _ => String::new(),
         })
         .draw()
@@ -699,6 +712,23 @@ pub fn write(l: &Loaded, out: &Path) -> io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_report_of_nothing_is_still_written() {
+        let l = Loaded {
+            index: None,
+            stages: vec!["ghost".to_string()],
+            missing: vec!["ghost".to_string()],
+            results: Vec::new(),
+            ceiling: None,
+        };
+        let dir = std::env::temp_dir().join(format!("chat-bench-report-{}", std::process::id()));
+        let written = write(&l, &dir).expect("report of an empty run");
+        assert!(written.iter().any(|p| p.ends_with("overview.md")));
+        let overview = std::fs::read_to_string(dir.join("overview.md")).expect("overview");
+        assert!(overview.contains("ghost | binary not found"));
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 
     #[test]
     fn numbers_are_readable() {

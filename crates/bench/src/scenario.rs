@@ -20,8 +20,9 @@ pub enum Scenario {
     /// Steady open-loop chat: every client sends at `--rate` into rooms of
     /// `--room-size`; measures delivery latency and loss.
     Chat,
-    /// Saturation: doubles the rate every step and reports the highest
-    /// delivery rate at which p99 latency stays bounded.
+    /// Saturation: doubles the rate every step (a failed step is tried once
+    /// more) and reports the highest delivery rate at which p99 latency stays
+    /// bounded (under 100 ms, with 90% of the offered load delivered).
     Flood,
     /// Slow consumers: a fifth of each room never reads. The readers' latency
     /// and the server's memory must stay bounded; counts slow-consumer drops.
@@ -105,7 +106,7 @@ pub struct Plan {
     pub slow_fraction: f64,
     /// `churn`: clients connecting and quitting in a loop, concurrently.
     pub churners: usize,
-    /// `flood`: number of rate steps (the rate doubles each step).
+    /// `flood`: most rate steps (the rate doubles after each bounded one).
     pub steps: usize,
     /// `flood`: a step is bounded while its p99 stays under this.
     pub p99_bound: Duration,
