@@ -12,37 +12,12 @@ cd "$(dirname "$0")/.."
 
 stage="${1:-epoll}"
 clients="${CLIENTS:-10000}"
-target="${CARGO_TARGET_DIR:-target}"
-bin="$target/release"
+# shellcheck source=lib/bench.sh
+source scripts/lib/bench.sh
+server_label="chat-$stage"
 
-echo "+ cargo build --release -p chat-$stage -p chat-bench"
-cargo build --release -p "chat-$stage" -p chat-bench
-
-tmp="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        echo "+ kill -TERM $server_pid (chat-$stage)"
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-echo "+ $bin/chat-$stage --addr 127.0.0.1:0 &"
-"$bin/chat-$stage" --addr 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/stderr" &
-server_pid=$!
-for _ in $(seq 100); do
-    grep -q '^listening on ' "$tmp/stdout" && break
-    sleep 0.1
-done
-addr="$(sed -n 's/^listening on //p' "$tmp/stdout")"
-if [[ -z "$addr" ]]; then
-    echo "chat-$stage did not print 'listening on ADDR'; its log:" >&2
-    cat "$tmp/stderr" >&2
-    exit 1
-fi
+bench_build "chat-$stage" chat-bench
+start_server "$bin/chat-$stage"
 
 # chat-bench pins itself to CPU 1 and the server (by pid) to CPU 0.
 echo "+ $bin/chat-bench run --addr $addr --pid $server_pid --scenario idle --profile full --clients $clients"

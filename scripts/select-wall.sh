@@ -10,39 +10,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 clients="${CLIENTS:-2000}"
-target="${CARGO_TARGET_DIR:-target}"
-bin="$target/release"
+# shellcheck source=lib/bench.sh
+source scripts/lib/bench.sh
 
-echo "+ cargo build --release -p chat-select -p chat-epoll -p chat-bench"
-cargo build --release -p chat-select -p chat-epoll -p chat-bench
-
-tmp="$(mktemp -d)"
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        echo "+ kill -TERM $server_pid"
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    server_pid=""
-}
-trap 'stop_server; rm -rf "$tmp"' EXIT
+bench_build chat-select chat-epoll chat-bench
 
 for stage in select epoll; do
-    echo "+ $bin/chat-$stage --addr 127.0.0.1:0 &"
-    : >"$tmp/stdout"
-    "$bin/chat-$stage" --addr 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/stderr" &
-    server_pid=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on ' "$tmp/stdout" && break
-        sleep 0.1
-    done
-    addr="$(sed -n 's/^listening on //p' "$tmp/stdout")"
-    if [[ -z "$addr" ]]; then
-        echo "chat-$stage did not print 'listening on ADDR'; its log:" >&2
-        cat "$tmp/stderr" >&2
-        exit 1
-    fi
+    start_server "$bin/chat-$stage"
     # Idle clients in rooms of 100, then one message per room: the ones that
     # got in are all served; the others were told `! server full`.
     echo "+ $bin/chat-bench run --addr $addr --pid $server_pid --scenario idle --clients $clients --ramp-timeout 10"

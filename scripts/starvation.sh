@@ -11,41 +11,10 @@ cd "$(dirname "$0")/.."
 
 workers="${WORKERS:-4}"
 clients="${CLIENTS:-64}"
-target="${CARGO_TARGET_DIR:-target}"
-bin="$target/release"
+# shellcheck source=lib/bench.sh
+source scripts/lib/bench.sh
 
-echo "+ cargo build --release -p chat-threadpool -p chat-threads -p chat-bench"
-cargo build --release -p chat-threadpool -p chat-threads -p chat-bench
-
-tmp="$(mktemp -d)"
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        echo "+ kill -TERM $server_pid"
-        kill -TERM "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    server_pid=""
-}
-trap 'stop_server; rm -rf "$tmp"' EXIT
-
-# Starts "$@" on port 0 and sets $addr and $server_pid.
-start_server() {
-    echo "+ $* --addr 127.0.0.1:0 &"
-    : >"$tmp/stdout"
-    "$@" --addr 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/stderr" &
-    server_pid=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on ' "$tmp/stdout" && break
-        sleep 0.1
-    done
-    addr="$(sed -n 's/^listening on //p' "$tmp/stdout")"
-    if [[ -z "$addr" ]]; then
-        echo "$1 did not print 'listening on ADDR'; its log:" >&2
-        cat "$tmp/stderr" >&2
-        exit 1
-    fi
-}
+bench_build chat-threadpool chat-threads chat-bench
 
 for server in "chat-threadpool --threads $workers" "chat-threads"; do
     read -r -a cmd <<<"$server"

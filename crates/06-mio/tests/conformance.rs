@@ -4,4 +4,8 @@
 //! cargo test -p chat-mio --test conformance
 //! ```
 
-chat_testkit::conformance!(bin = env!("CARGO_BIN_EXE_chat-mio"), mode = concurrent);
+chat_testkit::conformance!(
+    bin = env!("CARGO_BIN_EXE_chat-mio"),
+    mode = concurrent,
+    idle_bytes_per_client = 4096,
+);

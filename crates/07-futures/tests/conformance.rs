@@ -2,4 +2,8 @@
 //!
 //! `cargo test -p chat-futures --test conformance`
 
-chat_testkit::conformance!(bin = env!("CARGO_BIN_EXE_chat-futures"), mode = concurrent);
+chat_testkit::conformance!(
+    bin = env!("CARGO_BIN_EXE_chat-futures"),
+    mode = concurrent,
+    idle_bytes_per_client = 4096,
+);

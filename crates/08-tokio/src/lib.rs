@@ -55,6 +55,11 @@ const MAX_SLICES: usize = 64;
 /// definition, does not read: without this bound its task would wait forever.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// However a goodbye goes, it ends within this. [`CLOSE_GRACE`] bounds each wait, which lets a
+/// client that keeps reading get everything; but a client whose kernel takes a few bytes now and
+/// then would otherwise hold its task for ever.
+pub const FAREWELL_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long `run` waits, after a shutdown, for the client tasks to say goodbye.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -466,23 +471,25 @@ fn write_some(stream: &TcpStream, in_flight: &mut Outbox) -> io::Result<()> {
 
 // ANCHOR: farewell
 /// The server is done with this client (`/quit`, shutdown, or slow consumer): write what it
-/// is still owed, then let the socket close. A timer bounds each wait: a client that takes
-/// nothing for [`CLOSE_GRACE`] is closed with its last lines unsent.
+/// is still owed, then let the socket close. Timers bound it: a client that takes nothing for
+/// [`CLOSE_GRACE`], or is not done after [`FAREWELL_LIMIT`], is closed with its last lines unsent.
 async fn farewell(
     stream: &TcpStream,
     shared: &Shared,
     me: ClientId,
     in_flight: &mut Outbox,
 ) -> io::Result<()> {
+    let deadline = tokio::time::Instant::now() + FAREWELL_LIMIT;
     loop {
         shared.refill(me, in_flight);
         if in_flight.is_empty() {
             return Ok(()); // all written: `* bye` is on its way
         }
-        match tokio::time::timeout(CLOSE_GRACE, stream.writable()).await {
+        let wait = CLOSE_GRACE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, stream.writable()).await {
             Ok(ready) => ready?,
             Err(_elapsed) => {
-                log::debug!("client {me}: took nothing for {CLOSE_GRACE:?}; closing anyway");
+                log::debug!("client {me}: did not take its last lines in time; closing anyway");
                 return Ok(());
             }
         }

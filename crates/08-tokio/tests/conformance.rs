@@ -10,6 +10,7 @@ chat_testkit::conformance!(
     mode = concurrent,
     args = ["--flavor", "current-thread"],
     name = current_thread,
+    idle_bytes_per_client = 4096,
 );
 
 chat_testkit::conformance!(
@@ -17,4 +18,5 @@ chat_testkit::conformance!(
     mode = concurrent,
     args = ["--flavor", "multi-thread"],
     name = multi_thread,
+    idle_bytes_per_client = 4096,
 );

@@ -3,5 +3,6 @@
 
 chat_testkit::conformance!(
     bin = env!("CARGO_BIN_EXE_chat-async-std"),
-    mode = concurrent
+    mode = concurrent,
+    idle_bytes_per_client = 4096,
 );

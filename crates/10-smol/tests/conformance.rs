@@ -5,6 +5,7 @@ chat_testkit::conformance!(
     bin = env!("CARGO_BIN_EXE_chat-smol"),
     mode = concurrent,
     name = one_thread,
+    idle_bytes_per_client = 4096,
 );
 
 chat_testkit::conformance!(
@@ -12,4 +13,5 @@ chat_testkit::conformance!(
     mode = concurrent,
     args = ["--threads", "2"],
     name = two_threads,
+    idle_bytes_per_client = 4096,
 );

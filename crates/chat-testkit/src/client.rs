@@ -114,6 +114,13 @@ impl Client {
         })
     }
 
+    /// The client's own address (the server sees it as the peer of its socket).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream
+            .local_addr()
+            .unwrap_or_else(|e| panic!("client {}: no local address: {e}", self.label))
+    }
+
     /// Connects to `addr` (bounded by `LINE_TIMEOUT`), reads nothing yet.
     #[track_caller]
     pub fn connect(label: impl Into<String>, addr: SocketAddr) -> Client {

@@ -21,6 +21,13 @@
 //!     args = ["--flavor", "current-thread"],
 //!     name = current_thread,
 //! );
+//! // The stage's bound on the memory an idle client costs: generates the 2,000-idle-clients
+//! // check (stages that cannot hold 2,000 clients leave it out).
+//! chat_testkit::conformance!(
+//!     bin = env!("CARGO_BIN_EXE_chat-epoll"),
+//!     mode = concurrent,
+//!     idle_bytes_per_client = 4096,
+//! );
 //! ```
 //!
 //! and runs it with `cargo test -p chat-threads --test conformance`. The macro expands to
@@ -124,9 +131,10 @@ impl Target {
 
 /// Generates the conformance tests for one stage; see the crate documentation.
 ///
-/// `bin = EXPR, mode = sequential | concurrent | pool(flag = EXPR)`, then optionally
-/// `args = [EXPR, ...]` and `name = IDENT` (wraps the tests in `mod IDENT`, so one test
-/// file can hold several configurations of the same binary).
+/// `bin = EXPR, mode = sequential | concurrent | pool(flag = EXPR)`, then optionally, in
+/// this order, `args = [EXPR, ...]`, `name = IDENT` (wraps the tests in `mod IDENT`, so one
+/// test file can hold several configurations of the same binary) and
+/// `idle_bytes_per_client = EXPR` (adds `idle_clients_cost_little` with that bound).
 #[macro_export]
 macro_rules! conformance {
     (
@@ -163,23 +171,45 @@ macro_rules! __conformance_mode {
 macro_rules! __conformance_opts {
     (
         bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
-        $(, args = [$($arg:expr),* $(,)?])? $(, name = $name:ident)? $(,)?
+        $(, args = [$($arg:expr),* $(,)?])? $(, name = $name:ident)?
+        $(, idle_bytes_per_client = $idle:expr)? $(,)?
     ) => {
         $crate::__conformance_opts! {
             @name [$($name)?]
-            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]
+            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]; idle = [$($idle)?]
         }
     };
-    (@name [] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident; args = [$($arg:expr),*]) => {
+    (
+        @name [] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
+        args = [$($arg:expr),*]; idle = [$($idle:expr)?]
+    ) => {
         const __CHAT_TESTKIT_TARGET: $crate::Target =
             $crate::Target { bin: $bin, mode: $mode, args: &[$($arg),*] };
         $crate::__conformance_tests! { $kind }
+        $crate::__conformance_idle! { $($idle)? }
     };
-    (@name [$name:ident] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident; args = [$($arg:expr),*]) => {
+    (
+        @name [$name:ident] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
+        args = [$($arg:expr),*]; idle = [$($idle:expr)?]
+    ) => {
         mod $name {
             const __CHAT_TESTKIT_TARGET: $crate::Target =
                 $crate::Target { bin: $bin, mode: $mode, args: &[$($arg),*] };
             $crate::__conformance_tests! { $kind }
+            $crate::__conformance_idle! { $($idle)? }
+        }
+    };
+}
+
+/// Internal: the idle-clients check, when the stage gave its bound. Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_idle {
+    () => {};
+    ($bound:expr) => {
+        #[test]
+        fn idle_clients_cost_little() {
+            $crate::checks::idle_clients_cost_little(&__CHAT_TESTKIT_TARGET, $bound);
         }
     };
 }
@@ -217,7 +247,8 @@ macro_rules! __conformance_tests {
             nick_in_room, join_in_room, who_and_rooms_in_room, msg_private,
             escape_in_room, line_limits_in_room, utf8_in_room, garbage_isolated,
             quit_in_room, slow_consumer_in_room, fan_out_keeps_order, many_clients,
-            max_clients, emfile_backs_off;
+            max_clients, emfile_backs_off, farewell_delivers_everything_then_bye,
+            quitter_that_never_reads_is_closed, flood_does_not_starve_others;
             $($more)*
         }
     };

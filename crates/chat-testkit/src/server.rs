@@ -262,6 +262,43 @@ impl Server {
         self.child.id()
     }
 
+    /// The server's socket for `client`'s connection, as `socket:[INODE]`, found in
+    /// `/proc/net/tcp` by the client's port. Looking for this one socket, rather than counting
+    /// the server's sockets, because a runtime may open sockets of its own at any time
+    /// (tokio's signal driver does, after `listening on`).
+    #[track_caller]
+    pub fn socket_of(&self, client: &crate::Client) -> String {
+        let (local_port, peer_port) = (self.addr().port(), client.local_addr().port());
+        let table = std::fs::read_to_string("/proc/net/tcp")
+            .unwrap_or_else(|e| panic!("/proc/net/tcp: {e}"));
+        table
+            .lines()
+            .skip(1)
+            .find_map(|row| {
+                let cols: Vec<&str> = row.split_whitespace().collect();
+                let (local, remote, inode) = (cols.get(1)?, cols.get(2)?, cols.get(9)?);
+                (local.ends_with(&format!(":{local_port:04X}"))
+                    && remote.ends_with(&format!(":{peer_port:04X}"))
+                    && *inode != "0")
+                    .then(|| format!("socket:[{inode}]"))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "client {}: no server socket for it in /proc/net/tcp",
+                    client.label
+                )
+            })
+    }
+
+    /// True while the server process holds `socket` (from [`Server::socket_of`]) open.
+    pub fn holds(&self, socket: &str) -> bool {
+        let dir = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .any(|target| target.as_os_str() == socket)
+    }
+
     /// The command line the server was started with.
     pub fn command(&self) -> &str {
         &self.command

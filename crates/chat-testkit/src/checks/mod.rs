@@ -5,6 +5,8 @@
 //! - [`room`]: what clients see of each other (modes that serve several clients at once).
 //! - [`stress`]: bad input, slow consumers, many clients, limits, descriptors, shutdown.
 //! - [`limits`]: the limit of each mode (one at a time, N at a time).
+//! - [`backlog`]: what a server owes and holds: lines owed to a quitter, a quitter that
+//!   never reads, a flooder beside other clients, thousands of idle clients.
 //!
 //! How a check proves that *nothing* arrived without sleeping: the client sends `/who`
 //! and asserts that the reply is its very next line ([`Client::sync`]). Only the mode
@@ -15,11 +17,13 @@
 //! check by name: `cargo test -p chat-threads --test conformance -- max_clients`.
 
 pub mod alone;
+pub mod backlog;
 pub mod limits;
 pub mod room;
 pub mod stress;
 
 pub use alone::*;
+pub use backlog::*;
 pub use limits::*;
 pub use room::*;
 pub use stress::*;
