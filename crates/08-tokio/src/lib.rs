@@ -409,40 +409,68 @@ async fn session(stream: &TcpStream, member: &Member, doorbell: &Notify) -> io::
         } else {
             Interest::READABLE | Interest::WRITABLE
         };
+        let mut more_to_read = false;
         tokio::select! {
             // Another task queued lines for us, or the server is closing us: look again.
             () = doorbell.notified() => {}
             ready = stream.ready(interest) => {
                 let ready = ready?;
-                if ready.is_readable() && !on_readable(stream, shared, me)? {
-                    return Ok(()); // the client closed its end
+                if ready.is_readable() {
+                    match on_readable(stream, shared, me)? {
+                        Read::Closed => return Ok(()), // the client closed its end
+                        Read::Full => more_to_read = true,
+                        Read::Partial => {}
+                    }
                 }
                 if ready.is_writable() {
                     write_some(stream, &mut in_flight)?;
                 }
             }
         }
+        if more_to_read {
+            // A full buffer: this client may have sent megabytes. Let the others have a turn
+            // first. Tokio's budget alone is not enough here: on the current-thread flavour the
+            // I/O driver is only polled every 61 task polls, and a flooder's task can read 128
+            // times per poll, so some 30 MB of one client would be read before anybody else's
+            // socket is even looked at. `yield_now` runs the driver before this task again.
+            tokio::task::yield_now().await;
+        }
     }
 }
 // ANCHOR_END: client
 
 // ANCHOR: on_readable
-/// Reads once and hands the bytes to the server; `false` at end of stream.
+/// What one read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// End of stream: the client closed its end.
+    Closed,
+    /// The buffer came back full: there may be more waiting.
+    Full,
+    /// Less than a buffer (or nothing after all).
+    Partial,
+}
+
+/// Reads once and hands the bytes to the server.
 ///
 /// A plain function, not an `async` one, on purpose: its 4 KiB buffer lives on the stack of
 /// whichever thread polls the task, only for the duration of this call. Had the buffer been a
 /// local of `session`, alive across an `.await`, it would be part of the task's state, and
 /// ten thousand idle clients would hold ten thousand buffers.
-fn on_readable(stream: &TcpStream, shared: &Shared, me: ClientId) -> io::Result<bool> {
+fn on_readable(stream: &TcpStream, shared: &Shared, me: ClientId) -> io::Result<Read> {
     let mut buf = [0u8; READ_BUF];
     match stream.try_read(&mut buf) {
-        Ok(0) => Ok(false),
+        Ok(0) => Ok(Read::Closed),
         Ok(n) => {
             shared.receive(me, &buf[..n]);
-            Ok(true)
+            Ok(if n == READ_BUF {
+                Read::Full
+            } else {
+                Read::Partial
+            })
         }
         // A stale readiness: `try_read` has told tokio, which waits for the next event.
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Read::Partial),
         Err(err) => Err(err),
     }
 }
