@@ -96,11 +96,6 @@ impl Shared {
         })
     }
 
-    /// Connections admitted and not yet finished.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
     /// Takes a new connection, or refuses it with `! server full` when `--max-clients`
     /// connections are already open. Only the accepting thread calls this.
     pub fn admit(self: &Arc<Self>, stream: TcpStream) -> Option<Connection> {
