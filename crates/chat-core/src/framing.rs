@@ -44,56 +44,113 @@ impl Framer {
     }
 
     /// Feeds `input` (what one `read` returned) and calls `emit` for every frame it completes,
-    /// in order. Lines that arrive whole in `input` are handed out without being copied.
-    // ANCHOR: framer_push
+    /// in order: for a reader that takes every line (the blocking stages).
     pub fn push(&mut self, mut input: &[u8], mut emit: impl FnMut(Frame<'_>)) {
-        while !input.is_empty() {
+        while self
+            .next(&mut input, |frame| {
+                emit(frame);
+                true
+            })
+            .is_some()
+        {}
+    }
+
+    /// Offers the next frame of `input` to `take`, and consumes it only if `take` returns true.
+    ///
+    /// Returns `None` once `input` holds no complete frame (what is left of it has been
+    /// absorbed: an unfinished line is kept, the rest of an over-long line is skipped), and
+    /// otherwise `Some(taken)`. When `take` refuses, nothing changes: `input` still starts
+    /// with that frame's bytes and the framer's state is as before, so the same frame is
+    /// offered again by the next call. This is how a server stops reading a client in the
+    /// middle of a read, without copying what it read (see `Server::receive`).
+    ///
+    /// Lines that arrive whole in `input` are offered without being copied.
+    // ANCHOR: framer_next
+    pub fn next(
+        &mut self,
+        input: &mut &[u8],
+        mut take: impl FnMut(Frame<'_>) -> bool,
+    ) -> Option<bool> {
+        loop {
+            if input.is_empty() {
+                return None;
+            }
             let Some(newline) = input.iter().position(|&b| b == b'\n') else {
                 // No end of line in sight: everything left belongs to the current line.
-                if !self.discarding {
-                    if self.partial.len() + input.len() > MAX_LINE {
-                        // Say so now, not when the `\n` finally comes (it may never come).
-                        emit(Frame::TooLong);
-                        self.discarding = true;
-                        self.partial = Vec::new();
-                    } else {
-                        self.partial.extend_from_slice(input);
-                    }
+                if self.discarding {
+                    *input = &[];
+                    return None;
                 }
-                return;
+                if self.partial.len() + input.len() <= MAX_LINE {
+                    self.partial.extend_from_slice(input);
+                    *input = &[];
+                    return None;
+                }
+                // Say so now, not when the `\n` finally comes (it may never come).
+                if !take(Frame::TooLong) {
+                    return Some(false);
+                }
+                self.discarding = true;
+                self.partial = Vec::new();
+                *input = &[];
+                return Some(true);
             };
             let (head, rest) = (&input[..newline], &input[newline + 1..]);
-            input = rest;
             if self.discarding {
                 // This `\n` ends the over-long line we were throwing away.
                 self.discarding = false;
-            } else if self.partial.len() + head.len() > MAX_LINE {
-                emit(Frame::TooLong);
+                *input = rest;
+                continue;
+            }
+            if self.partial.len() + head.len() > MAX_LINE {
+                if !take(Frame::TooLong) {
+                    return Some(false);
+                }
                 self.partial = Vec::new();
-            } else if self.partial.is_empty() {
+                *input = rest;
+                return Some(true);
+            }
+            let taken = if self.partial.is_empty() {
                 // The common case: the whole line is in this read. No copy.
-                emit_line(head, &mut emit);
+                offer(head, &mut take)
             } else {
-                let mut line = std::mem::take(&mut self.partial);
-                line.extend_from_slice(head);
-                emit_line(&line, &mut emit);
-                // `line` is dropped here: the buffer is freed, not kept for an idle client.
+                // The line began in an earlier read: complete it in place, and undo that if
+                // the frame is refused (a truncate frees nothing and copies nothing).
+                let before = self.partial.len();
+                self.partial.extend_from_slice(head);
+                let taken = offer(&self.partial, &mut take);
+                if taken == Some(false) {
+                    self.partial.truncate(before);
+                } else {
+                    // Freed, not kept: an idle client holds no buffer.
+                    self.partial = Vec::new();
+                }
+                taken
+            };
+            match taken {
+                Some(false) => return Some(false),
+                Some(true) => {
+                    *input = rest;
+                    return Some(true);
+                }
+                None => *input = rest, // an empty line: nothing to offer, look further
             }
         }
     }
-    // ANCHOR_END: framer_push
+    // ANCHOR_END: framer_next
 }
 
-/// Emits one complete line: drops a `\r` before the `\n`, ignores empty lines, checks UTF-8.
-fn emit_line(raw: &[u8], emit: &mut impl FnMut(Frame<'_>)) {
+/// Offers one complete line to `take`: drops a `\r` before the `\n`, checks UTF-8. `None` for
+/// an empty line, which is ignored and offers nothing.
+fn offer(raw: &[u8], take: impl FnOnce(Frame<'_>) -> bool) -> Option<bool> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     if raw.is_empty() {
-        return;
+        return None;
     }
-    match std::str::from_utf8(raw) {
-        Ok(line) => emit(Frame::Line(line)),
-        Err(_) => emit(Frame::InvalidUtf8),
-    }
+    Some(match std::str::from_utf8(raw) {
+        Ok(line) => take(Frame::Line(line)),
+        Err(_) => take(Frame::InvalidUtf8),
+    })
 }
 
 #[cfg(test)]
@@ -112,16 +169,18 @@ mod tests {
         let mut framer = Framer::new();
         let mut out = Vec::new();
         for chunk in chunks {
-            framer.push(chunk, |f| {
-                out.push(match f {
-                    Frame::Line(l) => Owned::Line(l.to_owned()),
-                    Frame::TooLong => Owned::TooLong,
-                    Frame::InvalidUtf8 => Owned::InvalidUtf8,
-                })
-            });
+            framer.push(chunk, |f| out.push(owned(f)));
             assert!(framer.buffered() <= MAX_LINE);
         }
         out
+    }
+
+    fn owned(frame: Frame<'_>) -> Owned {
+        match frame {
+            Frame::Line(l) => Owned::Line(l.to_owned()),
+            Frame::TooLong => Owned::TooLong,
+            Frame::InvalidUtf8 => Owned::InvalidUtf8,
+        }
     }
 
     fn line(s: &str) -> Owned {
@@ -250,6 +309,94 @@ mod tests {
                 }
                 chunks.push(&input[start..]);
                 prop_assert_eq!(frames_of(&chunks), whole);
+            }
+
+            /// Refusing a frame changes nothing: offered again until taken, the frames are
+            /// those of the whole input, whatever the cuts between reads.
+            #[test]
+            fn refusing_is_invisible(
+                input in interesting_bytes(),
+                refusals in prop::collection::vec(any::<bool>(), 0..64),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let whole = frames_of(&[&input]);
+                let cut = cut.index(input.len() + 1);
+                let mut framer = Framer::new();
+                let mut got = Vec::new();
+                let mut refusals = refusals.into_iter();
+                for chunk in [&input[..cut], &input[cut..]] {
+                    let mut rest = chunk;
+                    loop {
+                        let refuse = refusals.next().unwrap_or(false);
+                        let taken = framer.next(&mut rest, |f| {
+                            if refuse {
+                                return false;
+                            }
+                            got.push(owned(f));
+                            true
+                        });
+                        if taken.is_none() {
+                            break;
+                        }
+                        prop_assert!(framer.buffered() <= MAX_LINE);
+                    }
+                }
+                prop_assert_eq!(got, whole);
+            }
+
+            /// Against an independent reference: split the whole input at every `\n`, judge each
+            /// complete line on its own; the unfinished tail counts only if already too long.
+            /// Text with multi-byte UTF-8 is cut anywhere, inside characters too.
+            #[test]
+            fn matches_a_reference(
+                parts in prop::collection::vec(
+                    prop_oneof![
+                        Just("a".to_owned()), Just("é".to_owned()), Just("€".to_owned()),
+                        Just("😀".to_owned()), Just("\n".to_owned()), Just("\r".to_owned()),
+                        Just(" ".to_owned()), (1000usize..1100).prop_map(|n| "y".repeat(n)),
+                    ],
+                    0..60,
+                ),
+                invalid in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+                cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            ) {
+                let mut input = parts.concat().into_bytes();
+                for i in invalid {
+                    if !input.is_empty() {
+                        let at = i.index(input.len());
+                        input[at] = 0xC3; // a lead byte, maybe without its continuation
+                    }
+                }
+                let mut expected = Vec::new();
+                let mut lines: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+                let tail = lines.pop().unwrap_or(&[]);
+                for line in lines {
+                    if line.len() > MAX_LINE {
+                        expected.push(Owned::TooLong);
+                        continue;
+                    }
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if line.is_empty() {
+                        continue;
+                    }
+                    expected.push(match std::str::from_utf8(line) {
+                        Ok(text) => Owned::Line(text.to_owned()),
+                        Err(_) => Owned::InvalidUtf8,
+                    });
+                }
+                if tail.len() > MAX_LINE {
+                    expected.push(Owned::TooLong);
+                }
+                let mut points: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+                points.sort_unstable();
+                let mut chunks: Vec<&[u8]> = Vec::new();
+                let mut start = 0;
+                for p in points {
+                    chunks.push(&input[start..p]);
+                    start = p;
+                }
+                chunks.push(&input[start..]);
+                prop_assert_eq!(frames_of(&chunks), expected);
             }
 
             #[test]

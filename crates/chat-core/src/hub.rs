@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use crate::command::{self, Command, CommandError};
 use crate::framing::Frame;
+use crate::outbox::CHUNK_COST;
 
 /// Identifies one connection for its whole life. Ids are never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +36,11 @@ pub enum Action {
     /// The hub is done with this client (it sent `/quit`, or the server is shutting down):
     /// send what was queued for it before this action, then close the connection.
     Close(ClientId),
+    /// A nick (lowercased) was freed by the actions before this one. It stays taken until
+    /// [`Hub::release`] is called, which the stage does once those actions are delivered: so
+    /// a new `guest2` is never announced before the old one's departure (see
+    /// [`Hub::release`]).
+    Release(String),
 }
 
 /// A fast hasher for [`ClientId`] keys (a multiply, as in `rustc-hash`): the default SipHash
@@ -67,6 +73,32 @@ pub const LOBBY: &str = "lobby";
 /// At most this many names in a `/who` or `/rooms` reply, then `and N more`.
 const LIST_LIMIT: usize = 100;
 
+/// The longest name: nicks and rooms are 1 to 24 characters.
+pub const NAME_MAX: usize = 24;
+
+/// Digits of the largest count a reply can show (`u64::MAX` has 20).
+const MAX_DIGITS: usize = 20;
+
+/// The framer's longer error line (`! line too long (max 1024 bytes)`); `! invalid utf-8` is
+/// shorter.
+const TOO_LONG_LINE: &str = "! line too long (max 1024 bytes)";
+
+/// What one queued line of `text` bytes costs in an outbox: its `\n` and its handle too.
+const fn cost(text: usize) -> usize {
+    text + 1 + CHUNK_COST
+}
+
+/// The most one reply can cost its recipient: `/rooms`, with 100 rooms of 24-letter names and
+/// 20-digit counts and a 20-digit tail, is the longest (`/who` is at most about 2.7 KB).
+/// `--outbox-bytes` may not be smaller than [`crate::MIN_OUTBOX_BYTES`], which holds it.
+pub const LONGEST_REPLY: usize = cost(
+    "* rooms: ".len()
+        + LIST_LIMIT * (NAME_MAX + " ()".len() + MAX_DIGITS)
+        + (LIST_LIMIT - 1) * ", ".len()
+        + " and  more".len()
+        + MAX_DIGITS,
+);
+
 /// What `/help` answers, one line each.
 const HELP: &[&str] = &[
     "* commands:",
@@ -98,6 +130,8 @@ pub struct Hub {
     members: IdMap<Member>,
     /// Lowercased nick → client, so that nicks are unique case-insensitively.
     nicks: HashMap<String, ClientId>,
+    /// Lowercased nicks freed but not yet released (see [`Action::Release`]): still taken.
+    held: HashSet<String>,
     /// Room name → its members. A room exists while it has members.
     rooms: HashMap<String, IdSet>,
     /// No `guestN` with N below this is free; where the search for a guest nick starts.
@@ -117,6 +151,7 @@ impl Hub {
             next_id: 0,
             members: IdMap::default(),
             nicks: HashMap::new(),
+            held: HashSet::new(),
             rooms: HashMap::new(),
             guest_floor: 1,
         }
@@ -171,12 +206,86 @@ impl Hub {
     pub fn handle(&mut self, id: ClientId, frame: Frame<'_>, out: &mut Vec<Action>) {
         match frame {
             Frame::Line(text) => self.handle_line(id, text, out),
-            Frame::TooLong => self.reply(
-                id,
-                format_args!("! line too long (max {} bytes)", crate::MAX_LINE),
-                out,
-            ),
+            Frame::TooLong => self.reply(id, format_args!("{TOO_LONG_LINE}"), out),
             Frame::InvalidUtf8 => self.reply(id, format_args!("! invalid utf-8"), out),
+        }
+    }
+
+    /// Calls `visit(client, bytes)` for every client that handling `frame` from `id` could send
+    /// a line to, with the most that could cost it (text and [`CHUNK_COST`] per line, as an
+    /// [`crate::Outbox`] counts it). Changes nothing: the server asks this *before* handling a
+    /// frame, and handles it only when everybody visited has that much room (flow control,
+    /// see [`crate::flow`]). A client may be visited more than once; its costs add up.
+    ///
+    /// The bounds are per command, from the lengths in the line: a room message costs each
+    /// member exactly its own length plus the nick and marker, `/who` and `/rooms` at most
+    /// [`LONGEST_REPLY`]. A test checks them against what [`Hub::handle`] really sends.
+    // ANCHOR: reach
+    pub fn reach(&self, id: ClientId, frame: &Frame<'_>, mut visit: impl FnMut(ClientId, usize)) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let text = match frame {
+            Frame::Line(text) => *text,
+            Frame::TooLong | Frame::InvalidUtf8 => return visit(id, cost(TOO_LONG_LINE.len())),
+        };
+        let nick = member.nick.len();
+        match command::parse(text) {
+            Ok(Command::Say(said)) => self.visit_room(
+                &member.room,
+                Some(id),
+                cost(nick + 3 + said.len()),
+                &mut visit,
+            ),
+            Ok(Command::Nick(name)) => {
+                visit(id, cost(16 + name.len()));
+                self.visit_room(
+                    &member.room,
+                    Some(id),
+                    cost(10 + nick + name.len()),
+                    &mut visit,
+                );
+            }
+            Ok(Command::Join(room)) => {
+                visit(id, cost(24 + room.len() + MAX_DIGITS));
+                self.visit_room(
+                    &member.room,
+                    Some(id),
+                    cost(8 + nick + member.room.len()),
+                    &mut visit,
+                );
+                self.visit_room(room, Some(id), cost(10 + nick + room.len()), &mut visit);
+            }
+            Ok(Command::Msg { to, text }) => match self.nicks.get(&to.to_ascii_lowercase()) {
+                Some(&target) => visit(target, cost(nick + 3 + text.len())),
+                None => visit(id, cost(16 + to.len())),
+            },
+            Ok(Command::Who | Command::Rooms) => visit(id, LONGEST_REPLY),
+            Ok(Command::Help) => visit(id, HELP.iter().map(|l| cost(l.len())).sum()),
+            Ok(Command::Quit(reason)) => {
+                visit(id, cost(5));
+                let reason = reason.map_or(0, |r| r.len() + 3);
+                let left = cost(8 + nick + member.room.len() + reason);
+                self.visit_room(&member.room, Some(id), left, &mut visit);
+            }
+            Err(CommandError::Unknown(cmd)) => visit(id, cost(20 + cmd.len())),
+            Err(CommandError::Usage(usage)) => visit(id, cost(9 + usage.len())),
+        }
+    }
+    // ANCHOR_END: reach
+
+    /// [`Hub::reach`] for every member of `room` but `except`.
+    fn visit_room(
+        &self,
+        room: &str,
+        except: Option<ClientId>,
+        bytes: usize,
+        visit: &mut impl FnMut(ClientId, usize),
+    ) {
+        for &member in self.rooms.get(room).into_iter().flatten() {
+            if Some(member) != except {
+                visit(member, bytes);
+            }
         }
     }
 
@@ -220,7 +329,6 @@ impl Hub {
         let Some(member) = self.members.remove(&id) else {
             return;
         };
-        self.forget_nick(&member.nick);
         self.leave_room(id, &member.room);
         let left = match reason {
             Some(reason) => line(format_args!(
@@ -230,6 +338,7 @@ impl Hub {
             None => line(format_args!("* {} left {}", member.nick, member.room)),
         };
         self.broadcast(&member.room, None, &left, out);
+        self.hold_nick(&member.nick, out); // after the notice: see `Action::Release`
     }
 
     /// The server is stopping: every client is told so and closed; the hub is empty after.
@@ -243,6 +352,7 @@ impl Hub {
         }
         self.members.clear();
         self.nicks.clear();
+        self.held.clear();
         self.rooms.clear();
         self.guest_floor = 1;
     }
@@ -252,7 +362,7 @@ impl Hub {
             return self.reply(id, format_args!("! invalid nick: {name}"), out);
         }
         let key = name.to_ascii_lowercase();
-        if self.nicks.get(&key).is_some_and(|&owner| owner != id) {
+        if self.nicks.get(&key).is_some_and(|&owner| owner != id) || self.held.contains(&key) {
             return self.reply(id, format_args!("! nick taken: {name}"), out);
         }
         let Some(member) = self.members.get_mut(&id) else {
@@ -260,12 +370,18 @@ impl Hub {
         };
         let old = std::mem::replace(&mut member.nick, name.to_owned());
         let room = member.room.clone();
-        self.forget_nick(&old);
+        let case_only = old.eq_ignore_ascii_case(name);
+        if !case_only {
+            self.nicks.remove(&old.to_ascii_lowercase());
+        }
         self.nicks.insert(key, id);
         self.reply(id, format_args!("* you are now {name}"), out);
         if old != name {
             let notice = line(format_args!("* {old} is now {name}"));
             self.broadcast(&room, Some(id), &notice, out);
+        }
+        if !case_only {
+            self.hold_nick(&old, out); // after the notice: see `Action::Release`
         }
     }
 
@@ -362,8 +478,24 @@ impl Hub {
         }
     }
 
-    fn forget_nick(&mut self, nick: &str) {
+    /// A nick nobody holds any more stays taken until [`Hub::release`]: the actions that say it
+    /// left must be delivered before anybody else can be announced under it.
+    fn hold_nick(&mut self, nick: &str, out: &mut Vec<Action>) {
         let key = nick.to_ascii_lowercase();
+        self.nicks.remove(&key);
+        self.held.insert(key.clone());
+        out.push(Action::Release(key));
+    }
+
+    /// Frees a nick held since an [`Action::Release`]. A stage calls it once every action
+    /// before that one has been delivered (queued in the recipients' outboxes, or written to
+    /// their sockets). Without the hold, a blocking stage whose thread announces a departure
+    /// after unlocking could let a new client take the nick and be announced first: a room
+    /// would see `* guest2 joined lobby` before `* guest2 left lobby`.
+    pub fn release(&mut self, key: &str) {
+        if !self.held.remove(key) {
+            return;
+        }
         if let Some(n) = key
             .strip_prefix("guest")
             .and_then(|n| n.parse::<u64>().ok())
@@ -372,14 +504,13 @@ impl Hub {
                 self.guest_floor = self.guest_floor.min(n);
             }
         }
-        self.nicks.remove(&key);
     }
 
     fn free_guest_nick(&mut self) -> String {
         loop {
             let nick = format!("guest{}", self.guest_floor);
             self.guest_floor += 1;
-            if !self.nicks.contains_key(&nick) {
+            if !self.nicks.contains_key(&nick) && !self.held.contains(&nick) {
                 return nick;
             }
         }

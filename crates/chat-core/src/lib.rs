@@ -1,7 +1,7 @@
 //! # chat-core: the chat protocol, sans-IO
 //!
-//! Every stage of c10k-chat speaks the same protocol (`shared/PROTOCOL.md`, explained in the
-//! book's protocol chapter). This crate is that protocol, written once, with **no networking
+//! Every stage of c10k-chat speaks the same protocol (specified in the book's appendix,
+//! `book/src/specification.md`, and explained in its protocol chapter). This crate is that protocol, written once, with **no networking
 //! code**: no sockets, no clock, no threads. Bytes go in, lines to deliver come out. The stages
 //! differ only in how they move those bytes, which is the whole point of the book.
 //!
@@ -13,14 +13,18 @@
 //! - [`hub`]: the rooms and nicks. A [`hub::Hub`] takes connects, lines and disconnects and
 //!   answers with [`hub::Action`]s: which client gets which line, and which client to close.
 //!   A line sent to a room is one shared buffer ([`bytes::Bytes`]) cloned per recipient.
-//! - [`outbox`]: a client's bounded queue of outgoing bytes. A full outbox is how a stage
-//!   recognises a *slow consumer*.
-//! - [`server`]: the hub plus a framer and an outbox per client, for single-threaded event
-//!   loops (`select`, `epoll`, `mio`): the loop feeds it bytes and asks it whose bytes to write.
+//! - [`outbox`]: a client's queue of outgoing bytes, counted.
+//! - [`flow`]: flow control, the rules that keep every outbox bounded without punishing a
+//!   reader for what others send: input waits for room; a client that stays behind is a
+//!   *slow consumer*.
+//! - [`server`]: the hub plus a framer and an outbox per client, flow control, and the timers
+//!   of closing and shutdown, for every stage that is not blocking: the stage feeds it bytes
+//!   and the time, and asks it whose bytes to write.
 //!
 //! *Invariant:* nothing in this crate blocks, sleeps, reads a clock or touches a socket.
 
 pub mod command;
+pub mod flow;
 pub mod framing;
 pub mod hub;
 pub mod outbox;
@@ -28,10 +32,13 @@ pub mod server;
 
 pub use bytes::Bytes;
 pub use command::Command;
+pub use flow::{MIN_OUTBOX_BYTES, SLOW_GRACE};
 pub use framing::{Frame, Framer};
 pub use hub::{Action, ClientId, Hub};
-pub use outbox::{Outbox, OutboxFull};
-pub use server::{Event, Limits, Server, ServerFull};
+pub use outbox::Outbox;
+pub use server::{Event, Flushed, Limits, Server, ServerFull, WRITE_SLICES};
+
+use std::time::Duration;
 
 /// The longest line a client may send, in bytes before its `\n` (a `\r` counts).
 pub const MAX_LINE: usize = 1024;
@@ -53,3 +60,10 @@ pub const SHUTDOWN_LINE: &[u8] = b"* server shutting down\n";
 
 /// The reason shown in `* NICK left ROOM (slow consumer)`.
 pub const SLOW_CONSUMER: &str = "slow consumer";
+
+/// How long a connection the server closes (`/quit`, the end of its stream) may take to read
+/// its last lines, from the moment the server decided to close it.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a stopping server gives all its clients, together, to read their last lines.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);

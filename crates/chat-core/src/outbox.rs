@@ -1,39 +1,26 @@
-//! A client's bounded queue of outgoing bytes.
+//! A client's queue of outgoing bytes.
 //!
 //! A server can read from a fast client faster than a slow client reads what it is owed. The
-//! difference has to wait somewhere, and if that somewhere has no bound, one client that never
-//! reads eats all the memory. The outbox is that somewhere, with a bound: when a line does not
-//! fit, [`Outbox::push`] says so and the stage drops the client as a *slow consumer*.
+//! difference has to wait somewhere: here. The outbox only queues and counts; the rules that
+//! keep it bounded (who waits, who is cut) are the server's, in [`crate::server`] and
+//! [`crate::flow`].
 //!
 //! It holds shared [`Bytes`] (the same buffer for every recipient of a room message) and hands
 //! them out as [`IoSlice`]s, so a stage can write many queued lines with one `writev`: the
 //! coalescing that the readiness chapters measure.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
-
-/// The line did not fit: the client is a slow consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxFull;
-
-impl fmt::Display for OutboxFull {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("outbox full")
-    }
-}
-
-impl std::error::Error for OutboxFull {}
 
 /// What one queued line costs beyond its text: the [`Bytes`] handle in the queue. Counting it
 /// makes the bound a bound on memory, not only on text: 256 KiB of 25-byte notices would
 /// otherwise hold 10,000 handles, 330 KB more than the bound says.
 pub const CHUNK_COST: usize = std::mem::size_of::<Bytes>();
 
-/// Bytes owed to one client, costing at most `limit` bytes of memory.
-#[derive(Debug)]
+/// Bytes owed to one client: queued lines, what they cost, and how much was ever taken.
+#[derive(Debug, Default)]
 pub struct Outbox {
     /// Queued lines, oldest first; the first may be partly written already.
     chunks: VecDeque<Bytes>,
@@ -41,32 +28,22 @@ pub struct Outbox {
     len: usize,
     /// What `chunks` costs: its text plus [`CHUNK_COST`] per line.
     cost: usize,
-    /// The most `cost` may reach (`--outbox-bytes`).
-    limit: usize,
+    /// Bytes the socket has taken from this outbox since it was made.
+    taken: u64,
 }
 
 impl Outbox {
-    /// An empty outbox that holds at most `limit` bytes. Allocates nothing until used.
-    pub fn new(limit: usize) -> Self {
-        Self {
-            chunks: VecDeque::new(),
-            len: 0,
-            cost: 0,
-            limit,
-        }
+    /// An empty outbox. Allocates nothing until used.
+    pub fn new() -> Self {
+        Self::default()
     }
 
-    /// Queues a line, or reports [`OutboxFull`] (and queues nothing) when it would not fit.
+    /// Queues a line.
     // ANCHOR: push
-    pub fn push(&mut self, line: Bytes) -> Result<(), OutboxFull> {
-        let cost = line.len() + CHUNK_COST;
-        if self.cost + cost > self.limit {
-            return Err(OutboxFull);
-        }
+    pub fn push(&mut self, line: Bytes) {
         self.len += line.len();
-        self.cost += cost;
+        self.cost += line.len() + CHUNK_COST;
         self.chunks.push_back(line);
-        Ok(())
     }
     // ANCHOR_END: push
 
@@ -80,14 +57,15 @@ impl Outbox {
         self.len == 0
     }
 
-    /// The memory the queued lines cost, which [`Outbox::push`] keeps within the bound.
+    /// The memory the queued lines cost: their text plus [`CHUNK_COST`] each. This is what
+    /// `--outbox-bytes` bounds.
     pub fn cost(&self) -> usize {
         self.cost
     }
 
-    /// The bound this outbox was made with.
-    pub fn limit(&self) -> usize {
-        self.limit
+    /// Bytes the socket has taken from this outbox, ever (what [`Outbox::consume`] was told).
+    pub fn taken(&self) -> u64 {
+        self.taken
     }
 
     /// Fills `slices` with the oldest queued bytes, for one `writev`; returns how many it filled.
@@ -105,31 +83,12 @@ impl Outbox {
         self.chunks.front().map(|c| &c[..])
     }
 
-    /// Removes and returns whole queued lines, oldest first, up to about `max_bytes` (at least
-    /// one line): for a stage whose writer task takes its bytes out of a shared lock.
-    pub fn take(&mut self, max_bytes: usize) -> Vec<Bytes> {
-        let mut taken = Vec::new();
-        let mut size = 0;
-        while let Some(chunk) = self.chunks.front() {
-            if !taken.is_empty() && size + chunk.len() > max_bytes {
-                break;
-            }
-            size += chunk.len();
-            if let Some(chunk) = self.chunks.pop_front() {
-                self.cost -= chunk.len() + CHUNK_COST;
-                taken.push(chunk);
-            }
-        }
-        self.len -= size;
-        self.release_if_empty();
-        taken
-    }
-
     /// Forgets the first `n` bytes, which the socket has accepted.
     pub fn consume(&mut self, mut n: usize) {
         debug_assert!(n <= self.len, "consumed more than was queued");
         n = n.min(self.len);
         self.len -= n;
+        self.taken += n as u64;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 break;
@@ -147,7 +106,7 @@ impl Outbox {
         self.release_if_empty();
     }
 
-    /// Drops everything queued (for a client being closed without a goodbye).
+    /// Drops everything queued (for a client cut without a goodbye).
     pub fn clear(&mut self) {
         self.chunks = VecDeque::new();
         self.len = 0;
@@ -167,35 +126,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn push_until_full_then_refuse_without_queueing() {
-        let mut outbox = Outbox::new(2 * CHUNK_COST + 10);
-        assert_eq!(outbox.push(Bytes::from_static(b"12345\n")), Ok(()));
-        assert_eq!(outbox.push(Bytes::from_static(b"1234\n")), Err(OutboxFull));
-        assert_eq!(outbox.len(), 6);
-        assert_eq!(outbox.push(Bytes::from_static(b"123\n")), Ok(()));
-        assert_eq!(outbox.len(), 10);
-        assert_eq!(outbox.cost(), outbox.limit());
-    }
-
-    #[test]
-    fn the_bound_counts_each_line_handle() {
-        let mut outbox = Outbox::new(1000);
-        let mut queued = 0;
-        while outbox.push(Bytes::from_static(b"x\n")).is_ok() {
-            queued += 1;
-        }
-        assert_eq!(queued, 1000 / (2 + CHUNK_COST));
+    fn cost_counts_each_line_handle() {
+        let mut outbox = Outbox::new();
+        outbox.push(Bytes::from_static(b"12345\n"));
+        outbox.push(Bytes::from_static(b"x\n"));
+        assert_eq!(outbox.len(), 8);
+        assert_eq!(outbox.cost(), 8 + 2 * CHUNK_COST);
         outbox.consume(1);
-        assert_eq!(outbox.cost(), queued * (2 + CHUNK_COST) - 1);
-        outbox.consume(1);
-        assert_eq!(outbox.cost(), (queued - 1) * (2 + CHUNK_COST));
+        assert_eq!(outbox.cost(), 7 + 2 * CHUNK_COST);
+        outbox.consume(5);
+        assert_eq!(outbox.cost(), 2 + CHUNK_COST);
+        assert_eq!(outbox.taken(), 6);
     }
 
     #[test]
     fn partial_writes_keep_the_rest() {
-        let mut outbox = Outbox::new(1000);
-        outbox.push(Bytes::from_static(b"abc\n")).unwrap();
-        outbox.push(Bytes::from_static(b"def\n")).unwrap();
+        let mut outbox = Outbox::new();
+        outbox.push(Bytes::from_static(b"abc\n"));
+        outbox.push(Bytes::from_static(b"def\n"));
         outbox.consume(2);
         assert_eq!(outbox.front(), Some(&b"c\n"[..]));
         outbox.consume(3);
@@ -204,13 +152,14 @@ mod tests {
         outbox.consume(3);
         assert!(outbox.is_empty());
         assert_eq!(outbox.front(), None);
+        assert_eq!(outbox.cost(), 0);
     }
 
     #[test]
     fn io_slices_cover_the_queue_in_order() {
-        let mut outbox = Outbox::new(1000);
+        let mut outbox = Outbox::new();
         for line in [&b"a\n"[..], b"bb\n", b"ccc\n"] {
-            outbox.push(Bytes::copy_from_slice(line)).unwrap();
+            outbox.push(Bytes::copy_from_slice(line));
         }
         let mut slices = [IoSlice::new(&[]); 2];
         let n = outbox.io_slices(&mut slices);
@@ -220,26 +169,83 @@ mod tests {
     }
 
     #[test]
-    fn take_returns_whole_lines_up_to_the_budget() {
-        let mut outbox = Outbox::new(1000);
-        for line in [&b"aaaa\n"[..], b"bbbb\n", b"cccc\n"] {
-            outbox.push(Bytes::copy_from_slice(line)).unwrap();
-        }
-        let taken = outbox.take(12);
-        assert_eq!(taken.len(), 2);
-        assert_eq!(outbox.len(), 5);
-        let taken = outbox.take(1);
-        assert_eq!(taken, vec![Bytes::from_static(b"cccc\n")]);
-        assert!(outbox.is_empty());
-    }
-
-    #[test]
     fn memory_is_released_when_drained() {
-        let mut outbox = Outbox::new(1 << 20);
+        let mut outbox = Outbox::new();
         for _ in 0..100 {
-            outbox.push(Bytes::from_static(b"x\n")).unwrap();
+            outbox.push(Bytes::from_static(b"x\n"));
         }
         outbox.consume(200);
         assert_eq!(outbox.chunks.capacity(), 0);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Push(Vec<u8>),
+            Consume(usize),
+            Clear,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => prop::collection::vec(any::<u8>(), 1..40).prop_map(Op::Push),
+                4 => (0usize..200).prop_map(Op::Consume),
+                1 => Just(Op::Clear),
+            ]
+        }
+
+        proptest! {
+            /// Against a model that is a plain byte queue: the bytes come out in order, `len`
+            /// and `cost` are what the model says, and `taken` counts every consumed byte.
+            #[test]
+            fn behaves_like_a_byte_queue(ops in prop::collection::vec(op(), 0..60)) {
+                let mut outbox = Outbox::new();
+                let mut model: std::collections::VecDeque<Vec<u8>> = Default::default();
+                let mut taken = 0u64;
+                for op in ops {
+                    match op {
+                        Op::Push(line) => {
+                            outbox.push(Bytes::from(line.clone()));
+                            model.push_back(line);
+                        }
+                        Op::Consume(n) => {
+                            let n = n.min(outbox.len());
+                            let mut expected = Vec::new();
+                            let mut left = n;
+                            while left > 0 {
+                                let front = model.front_mut().expect("model has bytes");
+                                let k = left.min(front.len());
+                                expected.extend(front.drain(..k));
+                                if front.is_empty() {
+                                    model.pop_front();
+                                }
+                                left -= k;
+                            }
+                            let mut got = Vec::new();
+                            let mut slices = [IoSlice::new(&[]); 1024];
+                            let filled = outbox.io_slices(&mut slices);
+                            for s in &slices[..filled] {
+                                got.extend_from_slice(s);
+                            }
+                            prop_assert_eq!(&got[..n], &expected[..]);
+                            outbox.consume(n);
+                            taken += n as u64;
+                        }
+                        Op::Clear => {
+                            outbox.clear();
+                            model.clear();
+                        }
+                    }
+                    let len: usize = model.iter().map(Vec::len).sum();
+                    prop_assert_eq!(outbox.len(), len);
+                    prop_assert_eq!(outbox.cost(), len + model.len() * CHUNK_COST);
+                    prop_assert_eq!(outbox.taken(), taken);
+                    prop_assert_eq!(outbox.is_empty(), len == 0);
+                }
+            }
+        }
     }
 }

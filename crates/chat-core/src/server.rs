@@ -1,31 +1,44 @@
-//! The whole server minus the sockets, for single-threaded event loops.
+//! The whole server minus the sockets and the clock.
 //!
-//! A readiness-based stage (`select`, `epoll`, `mio`) owns one [`Server`] and does only I/O:
+//! Every stage that is not blocking (`select`, `epoll`, `mio`, our futures, tokio, async-std,
+//! smol, io_uring) owns one [`Server`] and only moves bytes:
 //!
 //! 1. a new connection: [`Server::connect`] (or refuse it with [`crate::SERVER_FULL_LINE`]);
-//! 2. bytes read from a client: [`Server::receive`];
-//! 3. then [`Server::poll_event`] until it returns `None`: [`Event::Flush`] says a client's
-//!    outbox just got bytes (write them with [`Server::outbox`]); [`Event::Close`] says close
-//!    that connection once its outbox is written (or at once, if it was a slow consumer);
-//! 4. a connection gone (EOF, error, or closed after `Event::Close`): [`Server::close`].
+//! 2. read from a client only while [`Server::reading`] says so, and hand what was read to
+//!    [`Server::receive`]; the end of its stream to [`Server::eof`]; a failed connection to
+//!    [`Server::closed`];
+//! 3. then [`Server::poll_event`] until it returns `None`, carrying out each [`Event`]: write a
+//!    client's queue with [`Server::flush`], read a client again, end a connection;
+//! 4. sleep until readiness or [`Server::poll_timeout`], whichever comes first, and then call
+//!    [`Server::handle_timeout`].
 //!
-//! Inside, each client has a [`Framer`] and an [`Outbox`]; the [`Hub`]'s actions are routed
-//! into the outboxes, and a client whose outbox overflows is disconnected as a slow consumer
-//! (its room hears `* NICK left ROOM (slow consumer)`) without slowing anybody else.
+//! Time is an input, as in `quinn-proto`: every call that can start a timer takes `now`, and
+//! the server never reads a clock. The rules it applies are [`crate::flow`]'s (who waits, who
+//! is cut as a slow consumer) and the closing rules of the specification: a client being
+//! closed gets everything it is owed, then the end of the stream, within [`CLOSE_GRACE`]
+//! (or [`SHUTDOWN_GRACE`], when the server stops).
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::io::{self, IoSlice};
+use std::time::Instant;
 
-use crate::framing::Framer;
+use crate::flow;
+use crate::framing::{Frame, Framer};
 use crate::hub::{Action, ClientId, Hub, IdMap};
 use crate::outbox::Outbox;
+use crate::{CLOSE_GRACE, SHUTDOWN_GRACE, SLOW_GRACE};
+
+/// At most this many queued lines are handed to one `writev` (Linux accepts up to 1024; 64
+/// lines already turn 64 system calls into one).
+pub const WRITE_SLICES: usize = 64;
 
 /// The limits every stage takes from its flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `--max-clients`: connections beyond this are refused with `! server full`.
     pub max_clients: usize,
-    /// `--outbox-bytes`: the bound of each client's outgoing queue.
+    /// `--outbox-bytes`: what a client may be owed (see [`crate::flow`]).
     pub outbox_bytes: usize,
 }
 
@@ -38,7 +51,7 @@ impl Default for Limits {
     }
 }
 
-/// The server already holds `--max-clients` connections.
+/// The server already holds `--max-clients` connections, or is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerFull;
 
@@ -50,15 +63,52 @@ impl fmt::Display for ServerFull {
 
 impl std::error::Error for ServerFull {}
 
-/// Something the event loop must do for one client.
+/// Something the stage must do for one client.
+// ANCHOR: event
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// The client's outbox went from empty to non-empty: write it (and, if the socket does not
-    /// take it all, wait for writability and write the rest).
+    /// Lines were queued for this client: write them now with [`Server::flush`]. If its socket
+    /// does not take them all, wait until it is writable and flush again.
     Flush(ClientId),
-    /// Close this connection after writing what its outbox holds (which is nothing for a slow
-    /// consumer), then call [`Server::close`].
+    /// This client's input had to wait for room and is accepted again: read from it. (An
+    /// edge-triggered stage must read even without a new event: bytes may be waiting.)
+    Resume(ClientId),
+    /// Everything owed is written and the server is done with this client: end the sending
+    /// side (`shutdown(SHUT_WR)`), then go on reading, until the client ends its stream
+    /// ([`Server::eof`]: the server then says [`Event::Close`]).
+    Hangup(ClientId),
+    /// Close this client's socket now. The server has already forgotten it: a slow consumer,
+    /// a connection whose grace ran out, or one that is over.
     Close(ClientId),
+}
+// ANCHOR_END: event
+
+/// What a [`Server::flush`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Nothing is owed any more.
+    All,
+    /// The socket is full: flush again when it is writable.
+    Partly,
+}
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading and writing.
+    Open,
+    /// The server is done with it: write what is owed; what it sends is read and ignored.
+    Closing {
+        /// When it is closed, written or not.
+        deadline: Instant,
+        /// It has already ended its stream: no need to wait for that after the last write.
+        eof: bool,
+    },
+    /// All written and the sending side ended: read (and ignore) until its end of stream.
+    HungUp {
+        /// When it is closed, whether it ended its stream or not.
+        deadline: Instant,
+    },
 }
 
 /// Per-connection state beside the hub's.
@@ -68,11 +118,24 @@ struct Conn {
     framer: Framer,
     /// What this client is owed.
     outbox: Outbox,
-    /// True once [`Event::Close`] was issued: further input is ignored.
-    closing: bool,
+    /// Where it is in its life.
+    phase: Phase,
+    /// Bytes read from it and not handled yet because a line did not fit: its input waits
+    /// (rule 2 of [`crate::flow`]). At most one read's worth; empty (and unallocated) otherwise.
+    pending: Vec<u8>,
+    /// It ended its stream while its input was waiting: close once `pending` is handled.
+    eof: bool,
+    /// Since when it is behind (owed too much to take a waiting line, or past its bound).
+    behind_since: Option<Instant>,
 }
 
-/// The hub plus a framer and an outbox per connection.
+impl Conn {
+    fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+}
+
+/// The hub plus a framer, an outbox and the flow-control and closing state per connection.
 #[derive(Debug)]
 pub struct Server {
     /// Rooms and nicks.
@@ -85,20 +148,49 @@ pub struct Server {
     actions: VecDeque<Action>,
     /// Scratch space the hub writes actions into (kept to avoid an allocation per line).
     scratch: Vec<Action>,
-    /// Work for the event loop.
+    /// Work for the stage.
     events: VecDeque<Event>,
+    /// Clients whose input waits for room, in the order they began to wait.
+    waiting: VecDeque<ClientId>,
+    /// Clients that are behind (a superset: entries are checked when used).
+    behind: Vec<ClientId>,
+    /// Set when a client caught up or went away: the waiting clients may go on.
+    unblocked: bool,
+    /// Closing clients whose outbox was written out: to be hung up by `poll_event`.
+    drained: Vec<ClientId>,
+    /// When each client that fell behind is judged, oldest first.
+    slow_timers: VecDeque<(Instant, ClientId)>,
+    /// When each closing client is closed regardless, oldest first.
+    close_timers: VecDeque<(Instant, ClientId)>,
+    /// The latest instant a call gave us: what waiting clients that go on in `poll_event`
+    /// start their timers from.
+    now: Option<Instant>,
+    /// [`Server::shutdown`] was called.
+    stopping: bool,
 }
 
 impl Server {
-    /// An empty server with these limits.
+    /// An empty server with these limits (`outbox_bytes` is raised to
+    /// [`flow::MIN_OUTBOX_BYTES`] if smaller).
     pub fn new(limits: Limits) -> Self {
         Self {
             hub: Hub::new(),
             conns: IdMap::default(),
-            limits,
+            limits: Limits {
+                outbox_bytes: limits.outbox_bytes.max(flow::MIN_OUTBOX_BYTES),
+                ..limits
+            },
             actions: VecDeque::new(),
             scratch: Vec::new(),
             events: VecDeque::new(),
+            waiting: VecDeque::new(),
+            behind: Vec::new(),
+            unblocked: false,
+            drained: Vec::new(),
+            slow_timers: VecDeque::new(),
+            close_timers: VecDeque::new(),
+            now: None,
+            stopping: false,
         }
     }
 
@@ -112,76 +204,427 @@ impl Server {
         self.conns.len()
     }
 
-    /// A new connection: welcomes it, or refuses it when `--max-clients` are already connected
-    /// (then send [`crate::SERVER_FULL_LINE`] and close the socket; nothing was registered).
-    pub fn connect(&mut self) -> Result<ClientId, ServerFull> {
-        if self.conns.len() >= self.limits.max_clients {
+    /// True once [`Server::shutdown`] was called and every connection is gone: the stage may
+    /// return.
+    pub fn is_stopped(&self) -> bool {
+        self.stopping && self.conns.is_empty()
+    }
+
+    /// What `id` is owed, to write from (see also [`Server::flush`] and [`Server::consumed`]).
+    pub fn outbox(&self, id: ClientId) -> Option<&Outbox> {
+        self.conns.get(&id).map(|c| &c.outbox)
+    }
+
+    /// Whether to read from `id` now. False while its input waits for room (until
+    /// [`Event::Resume`]) and once it is gone. A closing client is still read, and what it
+    /// sends ignored: closing a socket with unread input would make the kernel send a reset,
+    /// which destroys what the client was still owed.
+    pub fn reading(&self, id: ClientId) -> bool {
+        self.conns
+            .get(&id)
+            .is_some_and(|c| !c.is_open() || c.pending.is_empty())
+    }
+
+    /// A new connection: welcomes it, or refuses it when `--max-clients` are connected or the
+    /// server is stopping (then send [`crate::SERVER_FULL_LINE`] and close; nothing was kept).
+    pub fn connect(&mut self, now: Instant) -> Result<ClientId, ServerFull> {
+        if self.stopping || self.conns.len() >= self.limits.max_clients {
             return Err(ServerFull);
         }
+        self.now = Some(now);
         let id = self.hub.connect(&mut self.scratch);
         self.conns.insert(
             id,
             Conn {
                 framer: Framer::new(),
-                outbox: Outbox::new(self.limits.outbox_bytes),
-                closing: false,
+                outbox: Outbox::new(),
+                phase: Phase::Open,
+                pending: Vec::new(),
+                eof: false,
+                behind_since: None,
             },
         );
-        self.route();
+        self.route(now);
         Ok(id)
     }
 
-    /// Bytes read from a client's socket.
+    /// Bytes read from a client. Lines are handled while they fit (see [`crate::flow`]); when
+    /// one does not, the rest waits here and [`Server::reading`] turns false. Bytes from a
+    /// closing client are ignored.
     // ANCHOR: receive
-    pub fn receive(&mut self, id: ClientId, bytes: &[u8]) {
+    pub fn receive(&mut self, id: ClientId, bytes: &[u8], now: Instant) {
+        self.now = Some(now);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.closing {
-            return; // after `/quit` (or being dropped) nothing more is read from it
+        if !conn.is_open() {
+            return; // after `/quit`, at shutdown: read, so the close is clean, and ignored
         }
-        let (hub, scratch) = (&mut self.hub, &mut self.scratch);
-        conn.framer
-            .push(bytes, |frame| hub.handle(id, frame, scratch));
-        self.route();
+        if !conn.pending.is_empty() {
+            // The stage should not have read (see `reading`); keep the order anyway.
+            debug_assert!(false, "receive while the input of {id} waits");
+            conn.pending.extend_from_slice(bytes);
+            return;
+        }
+        self.feed(id, bytes, now);
     }
     // ANCHOR_END: receive
 
-    /// The connection is gone: the peer closed it, it failed, or the loop closed it after
-    /// [`Event::Close`]. Its room hears that it left. Safe to call more than once.
-    pub fn close(&mut self, id: ClientId) {
-        if self.conns.remove(&id).is_some() {
-            self.hub.disconnect(id, None, &mut self.scratch);
-            self.route();
+    /// The client ended its stream (a read returned 0). Everything it sent before is handled,
+    /// everything it is owed is written, then it is closed (a half-close is a normal goodbye).
+    pub fn eof(&mut self, id: ClientId, now: Instant) {
+        self.now = Some(now);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Open if !conn.pending.is_empty() => conn.eof = true,
+            Phase::Open => self.end_input(id, now),
+            Phase::Closing { deadline, .. } => {
+                conn.phase = Phase::Closing {
+                    deadline,
+                    eof: true,
+                }
+            }
+            Phase::HungUp { .. } => self.forget(id),
         }
     }
 
-    /// The server is stopping: every client gets `* server shutting down` and an
-    /// [`Event::Close`].
-    pub fn shutdown(&mut self) {
-        self.hub.shutdown(&mut self.scratch);
-        self.route();
+    /// The connection is gone (an error, a reset) or the stage closed it on its own: its room
+    /// hears that it left. Safe to call more than once, and for ids already forgotten.
+    pub fn closed(&mut self, id: ClientId, now: Instant) {
+        self.now = Some(now);
+        if let Some(conn) = self.conns.remove(&id) {
+            if conn.is_open() {
+                self.hub.disconnect(id, None, &mut self.scratch);
+                self.unblocked = true; // whoever waited for it goes on
+                self.route(now);
+            }
+        }
     }
 
-    /// The next thing the event loop must do, if any.
+    /// The server is stopping: nobody new is accepted, every client gets
+    /// `* server shutting down` after what it is owed, and everything is closed within
+    /// [`SHUTDOWN_GRACE`].
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.stopping = true;
+        self.waiting.clear();
+        for conn in self.conns.values_mut() {
+            conn.pending = Vec::new();
+            conn.behind_since = None;
+        }
+        self.hub.shutdown(&mut self.scratch);
+        self.route(now);
+    }
+
+    /// Writes what `id` is owed through `write` — one `writev` of up to [`WRITE_SLICES`] lines
+    /// per call — until nothing is owed or `write` reports `WouldBlock`. The one write path of
+    /// the stages that write from a queue. An `Err` means the connection failed: close its
+    /// socket and call [`Server::closed`].
+    // ANCHOR: flush
+    pub fn flush(
+        &mut self,
+        id: ClientId,
+        now: Instant,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+    ) -> io::Result<Flushed> {
+        loop {
+            let Some(outbox) = self.conns.get(&id).map(|c| &c.outbox) else {
+                return Ok(Flushed::All); // already gone
+            };
+            if outbox.is_empty() {
+                return Ok(Flushed::All);
+            }
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let filled = outbox.io_slices(&mut slices);
+            match write(&slices[..filled]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.consumed(id, n, now),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Partly),
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+    // ANCHOR_END: flush
+
+    /// The socket of `id` took `n` more bytes of its outbox (for stages that write on their
+    /// own, like io_uring's, whose writes complete later; [`Server::flush`] calls this).
+    pub fn consumed(&mut self, id: ClientId, n: usize, now: Instant) {
+        self.now = Some(now);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let was_empty = conn.outbox.is_empty();
+        conn.outbox.consume(n);
+        if !was_empty && conn.outbox.is_empty() && matches!(conn.phase, Phase::Closing { .. }) {
+            self.drained.push(id);
+        }
+        if conn.behind_since.is_some()
+            && flow::caught_up(conn.outbox.cost(), self.limits.outbox_bytes)
+        {
+            conn.behind_since = None;
+            self.unblocked = true;
+        }
+    }
+
+    /// The next thing the stage must do, if any. When nothing is queued, this is also where
+    /// clients whose input waited go on (someone they waited for caught up) and where closing
+    /// clients whose last lines are written are hung up: call it after writing.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() {
+            self.progress();
+        }
         self.events.pop_front()
     }
 
-    /// The bytes owed to a client, to write from and then [`Outbox::consume`].
-    pub fn outbox(&mut self, id: ClientId) -> Option<&mut Outbox> {
-        self.conns.get_mut(&id).map(|c| &mut c.outbox)
+    /// The earliest instant at which [`Server::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let slow = self.slow_timers.front().map(|&(at, _)| at);
+        let close = self.close_timers.front().map(|&(at, _)| at);
+        slow.into_iter().chain(close).min()
     }
 
-    /// True when the connection is being closed (no more input is accepted from it).
-    pub fn is_closing(&self, id: ClientId) -> bool {
-        self.conns.get(&id).is_some_and(|c| c.closing)
+    /// Time has come to `now`: clients behind for [`SLOW_GRACE`] are cut as slow consumers,
+    /// closing clients past their grace are closed.
+    // ANCHOR: handle_timeout
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        while let Some(&(at, id)) = self.slow_timers.front() {
+            if at > now {
+                break;
+            }
+            self.slow_timers.pop_front();
+            let bound = self.limits.outbox_bytes;
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            match conn.behind_since {
+                Some(since) if since + SLOW_GRACE <= now => {
+                    if flow::caught_up(conn.outbox.cost(), bound) {
+                        conn.behind_since = None; // written since, and not told yet
+                        self.unblocked = true;
+                    } else {
+                        self.cut(id);
+                    }
+                }
+                _ => {} // caught up meanwhile, or behind again since: a later timer judges
+            }
+        }
+        while let Some(&(at, id)) = self.close_timers.front() {
+            if at > now {
+                break;
+            }
+            self.close_timers.pop_front();
+            let expired = self.conns.get(&id).is_some_and(|c| match c.phase {
+                Phase::Closing { deadline, .. } | Phase::HungUp { deadline } => deadline <= now,
+                Phase::Open => false,
+            });
+            if expired {
+                self.forget(id);
+            }
+        }
+        self.route(now);
+    }
+    // ANCHOR_END: handle_timeout
+
+    /// Handles the frames of `input` from `id` while they fit; keeps the rest in its
+    /// `pending` and puts it in line to wait. Returns true when all of `input` was handled.
+    fn feed(&mut self, id: ClientId, input: &[u8], now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return true;
+        };
+        // The framer leaves its connection while it works, so that handling a line may look
+        // at every other connection (their room, for flow control).
+        let mut framer = std::mem::take(&mut conn.framer);
+        let mut rest = input;
+        let mut all = true;
+        while let Some(taken) = framer.next(&mut rest, |frame| self.handle(id, &frame, now)) {
+            if !taken {
+                all = false;
+                break;
+            }
+            if !self.conns.get(&id).is_some_and(Conn::is_open) {
+                break; // `/quit`: what follows it is ignored
+            }
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return true;
+        };
+        conn.framer = framer;
+        if !all && conn.is_open() {
+            conn.pending = rest.to_vec();
+            self.waiting.push_back(id);
+        }
+        all
     }
 
-    /// Moves the hub's actions into outboxes and events. A full outbox makes its client a
-    /// slow consumer, whose departure is itself announced (more actions): hence the queue.
+    /// One frame from `id`: handled if every client it can reach has room, refused (false)
+    /// otherwise, marking those without room as behind.
+    // ANCHOR: handle
+    fn handle(&mut self, id: ClientId, frame: &Frame<'_>, now: Instant) -> bool {
+        let bound = self.limits.outbox_bytes;
+        let mut fits = true;
+        let (conns, behind, slow_timers) =
+            (&mut self.conns, &mut self.behind, &mut self.slow_timers);
+        self.hub.reach(id, frame, |to, need| {
+            let Some(conn) = conns.get_mut(&to) else {
+                return;
+            };
+            if !conn.is_open() {
+                return; // closing: it gets nothing more anyway
+            }
+            if conn.behind_since.is_none() && flow::fits(conn.outbox.cost(), need, bound) {
+                return;
+            }
+            fits = false;
+            if conn.behind_since.is_none() {
+                conn.behind_since = Some(now);
+                behind.push(to);
+                slow_timers.push_back((now + SLOW_GRACE, to));
+            }
+        });
+        if fits {
+            self.hub.handle(id, *frame, &mut self.scratch);
+            self.route(now);
+        }
+        fits
+    }
+    // ANCHOR_END: handle
+
+    /// The client will send nothing more: its room hears that it left, and it is closed once
+    /// what it is owed is written.
+    fn end_input(&mut self, id: ClientId, now: Instant) {
+        self.hub.disconnect(id, None, &mut self.scratch);
+        self.route(now);
+        self.begin_close(id, now + CLOSE_GRACE, true);
+    }
+
+    /// Starts closing `id`: from now on it is written to, then hung up, within `deadline`.
+    fn begin_close(&mut self, id: ClientId, deadline: Instant, eof: bool) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !conn.is_open() {
+            return;
+        }
+        conn.phase = Phase::Closing { deadline, eof };
+        conn.pending = Vec::new();
+        if conn.behind_since.take().is_some() {
+            self.unblocked = true;
+        }
+        if conn.outbox.is_empty() {
+            self.drained.push(id);
+        }
+        self.close_timers.push_back((deadline, id));
+    }
+
+    /// Cuts a slow consumer: what it was owed is dropped, its room hears why, its socket is
+    /// closed at once.
+    fn cut(&mut self, id: ClientId) {
+        if self.conns.remove(&id).is_none() {
+            return;
+        }
+        self.hub
+            .disconnect(id, Some(crate::SLOW_CONSUMER), &mut self.scratch);
+        self.actions.extend(self.scratch.drain(..));
+        self.events.push_back(Event::Close(id));
+        self.unblocked = true;
+    }
+
+    /// Forgets a connection that is over (its grace ran out, or it ended its stream after we
+    /// hung up) and tells the stage to close it.
+    fn forget(&mut self, id: ClientId) {
+        if let Some(conn) = self.conns.remove(&id) {
+            if conn.is_open() {
+                self.hub.disconnect(id, None, &mut self.scratch);
+                self.actions.extend(self.scratch.drain(..));
+                self.unblocked = true;
+            }
+            self.events.push_back(Event::Close(id));
+        }
+    }
+
+    /// What `poll_event` does when no event is queued: waiting clients go on if someone
+    /// caught up, and closing clients whose outbox is written are hung up.
+    fn progress(&mut self) {
+        let bound = self.limits.outbox_bytes;
+        let conns = &mut self.conns;
+        let unblocked = &mut self.unblocked;
+        self.behind.retain(|id| match conns.get_mut(id) {
+            Some(conn) if conn.behind_since.is_some() => {
+                if flow::caught_up(conn.outbox.cost(), bound) {
+                    conn.behind_since = None;
+                    *unblocked = true;
+                    false
+                } else {
+                    true
+                }
+            }
+            _ => false,
+        });
+        if std::mem::take(&mut self.unblocked) {
+            self.resume_waiting();
+        }
+        for id in std::mem::take(&mut self.drained) {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            match conn.phase {
+                Phase::Closing { deadline, eof } if conn.outbox.is_empty() => {
+                    if eof {
+                        self.conns.remove(&id);
+                        self.events.push_back(Event::Close(id));
+                    } else {
+                        conn.phase = Phase::HungUp { deadline };
+                        self.events.push_back(Event::Hangup(id));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Gives every waiting client, in the order they began to wait, another try at its
+    /// waiting input. Those that get through it are told to read again.
+    fn resume_waiting(&mut self) {
+        let Some(now) = self.now else {
+            return;
+        };
+        for _ in 0..self.waiting.len() {
+            let Some(id) = self.waiting.pop_front() else {
+                break;
+            };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if !conn.is_open() || conn.pending.is_empty() {
+                continue;
+            }
+            let input = std::mem::take(&mut conn.pending);
+            if self.feed(id, &input, now) {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    continue;
+                };
+                if !conn.is_open() {
+                    continue;
+                }
+                if conn.eof {
+                    self.end_input(id, now);
+                } else {
+                    self.events.push_back(Event::Resume(id));
+                }
+            }
+        }
+    }
+
+    /// Moves the hub's actions into outboxes and events. A notice that takes a client past
+    /// its bound makes it behind, past twice its bound cuts it (rule 5 of [`crate::flow`]);
+    /// a cut is itself announced (more actions): hence the queue.
     // ANCHOR: route
-    fn route(&mut self) {
+    fn route(&mut self, now: Instant) {
+        let bound = self.limits.outbox_bytes;
         self.actions.extend(self.scratch.drain(..));
         while let Some(action) = self.actions.pop_front() {
             match action {
@@ -189,31 +632,32 @@ impl Server {
                     let Some(conn) = self.conns.get_mut(&to) else {
                         continue;
                     };
-                    if conn.closing {
+                    if !conn.is_open() {
                         continue;
                     }
                     let was_empty = conn.outbox.is_empty();
-                    if conn.outbox.push(line).is_err() {
-                        // It does not read what it is sent: drop it rather than buffer forever
-                        // or make everybody else wait for it.
-                        conn.closing = true;
-                        conn.outbox.clear();
-                        self.events.push_back(Event::Close(to));
-                        self.hub
-                            .disconnect(to, Some(crate::SLOW_CONSUMER), &mut self.scratch);
-                        self.actions.extend(self.scratch.drain(..));
-                    } else if was_empty {
+                    conn.outbox.push(line);
+                    if was_empty {
                         self.events.push_back(Event::Flush(to));
+                    }
+                    let owed = conn.outbox.cost();
+                    if flow::over_hard_limit(owed, bound) && !self.stopping {
+                        self.cut(to);
+                    } else if owed > bound && conn.behind_since.is_none() && !self.stopping {
+                        conn.behind_since = Some(now);
+                        self.behind.push(to);
+                        self.slow_timers.push_back((now + SLOW_GRACE, to));
                     }
                 }
                 Action::Close(id) => {
-                    if let Some(conn) = self.conns.get_mut(&id) {
-                        if !conn.closing {
-                            conn.closing = true;
-                            self.events.push_back(Event::Close(id));
-                        }
-                    }
+                    let grace = if self.stopping {
+                        SHUTDOWN_GRACE
+                    } else {
+                        CLOSE_GRACE
+                    };
+                    self.begin_close(id, now + grace, false);
                 }
+                Action::Release(nick) => self.hub.release(&nick),
             }
         }
     }

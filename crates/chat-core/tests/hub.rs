@@ -22,8 +22,10 @@ impl Net {
         }
     }
 
+    /// Delivers the actions in order, as a stage does; a held nick is released once the
+    /// actions before it are delivered.
     fn deliver(&mut self) {
-        for action in self.out.drain(..) {
+        for action in std::mem::take(&mut self.out) {
             match action {
                 Action::Send(to, line) => {
                     let text = std::str::from_utf8(&line).unwrap();
@@ -34,8 +36,14 @@ impl Net {
                         .push(text.trim_end_matches('\n').to_owned());
                 }
                 Action::Close(id) => self.closed.push(id),
+                Action::Release(nick) => self.hub.release(&nick),
             }
         }
+    }
+
+    fn disconnect(&mut self, id: ClientId, reason: Option<&str>) {
+        self.hub.disconnect(id, reason, &mut self.out);
+        self.deliver();
     }
 
     fn connect(&mut self) -> ClientId {
@@ -105,8 +113,12 @@ fn nick_rules() {
     assert_eq!(net.take(b), ["! invalid nick: bad!nick"]);
     net.say(b, "/nick two words");
     assert_eq!(net.take(b), ["! usage: /nick NAME"]);
-    net.say(a, "/nick alice"); // changing the case of one's own nick is allowed
+    net.say(a, "/nick alice"); // changing the case of one's own nick is allowed, and told
     assert_eq!(net.take(a), ["* you are now alice"]);
+    assert_eq!(net.take(b), ["* Alice is now alice"]);
+    net.say(a, "/nick alice"); // exactly the same: a reply, no notice
+    assert_eq!(net.take(a), ["* you are now alice"]);
+    assert!(net.take(b).is_empty());
     net.say(b, "hi");
     assert_eq!(net.take(a), ["<guest2> hi"]);
 }
@@ -115,8 +127,7 @@ fn nick_rules() {
 fn guest_numbers_are_reused_lowest_first() {
     let mut net = Net::new();
     let ids: Vec<_> = (0..3).map(|_| net.connect()).collect();
-    let mut out = Vec::new();
-    net.hub.disconnect(ids[0], None, &mut out);
+    net.disconnect(ids[0], None);
     let d = net.connect();
     assert_eq!(net.hub.nick(d), Some("guest1"));
     let e = net.connect();
@@ -258,9 +269,7 @@ fn quit_says_bye_closes_and_tells_the_room() {
     assert_eq!(net.take(b), ["* guest1 left lobby (see you)"]);
     // Lines after quit and a second disconnect are ignored.
     net.say(a, "ghost");
-    let mut out = Vec::new();
-    net.hub.disconnect(a, None, &mut out);
-    assert!(out.is_empty());
+    net.disconnect(a, None);
     assert!(net.take(b).is_empty());
     assert_eq!(net.hub.len(), 1);
 }
@@ -270,8 +279,7 @@ fn disconnect_with_reason() {
     let mut net = Net::new();
     let (a, b) = (net.connect(), net.connect());
     net.take(b);
-    net.hub.disconnect(a, Some("slow consumer"), &mut net.out);
-    net.deliver();
+    net.disconnect(a, Some("slow consumer"));
     assert_eq!(net.take(b), ["* guest1 left lobby (slow consumer)"]);
 }
 
@@ -314,9 +322,84 @@ fn a_broadcast_shares_one_buffer() {
         .iter()
         .map(|a| match a {
             Action::Send(_, line) => line.as_ptr(),
-            Action::Close(_) => panic!("unexpected close"),
+            other => panic!("unexpected {other:?}"),
         })
         .collect();
     assert_eq!(ptrs.len(), 3);
     assert!(ptrs.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn a_freed_nick_is_held_until_released() {
+    let mut hub = Hub::new();
+    let mut out = Vec::new();
+    let a = hub.connect(&mut out);
+    let b = hub.connect(&mut out);
+    out.clear();
+    hub.disconnect(a, None, &mut out);
+    // The departure is announced first, then the nick is held, not free.
+    assert!(
+        matches!(&out[0], Action::Send(to, line) if *to == b && &line[..] == b"* guest1 left lobby\n")
+    );
+    assert_eq!(out.last(), Some(&Action::Release("guest1".into())));
+    let c = hub.connect(&mut Vec::new());
+    assert_eq!(hub.nick(c), Some("guest3"), "guest1 is still held");
+    let mut replies = Vec::new();
+    hub.handle_line(b, "/nick GUEST1", &mut replies);
+    assert!(matches!(&replies[0], Action::Send(_, line) if &line[..] == b"! nick taken: GUEST1\n"));
+    hub.release("guest1");
+    let d = hub.connect(&mut Vec::new());
+    assert_eq!(hub.nick(d), Some("guest1"));
+    // A rename holds the old nick the same way; a case-only rename holds nothing.
+    let mut out = Vec::new();
+    hub.handle_line(d, "/nick dee", &mut out);
+    assert_eq!(out.last(), Some(&Action::Release("guest1".into())));
+    let mut out = Vec::new();
+    hub.handle_line(d, "/nick Dee", &mut out);
+    assert!(!out.iter().any(|a| matches!(a, Action::Release(_))));
+}
+
+#[test]
+fn msg_to_yourself_and_in_any_case() {
+    let mut net = Net::new();
+    let (a, b) = (net.connect(), net.connect());
+    net.say(b, "/nick Bob");
+    net.take(a);
+    net.take(b);
+    net.say(a, "/msg guest1 note to self");
+    assert_eq!(net.take(a), ["[guest1] note to self"]);
+    net.say(a, "/msg bOB hi");
+    assert_eq!(net.take(b), ["[guest1] hi"]);
+}
+
+#[test]
+fn rooms_are_case_sensitive() {
+    let mut net = Net::new();
+    let (a, b) = (net.connect(), net.connect());
+    net.say(a, "/join rust");
+    net.say(b, "/join Rust");
+    net.take(a);
+    net.take(b);
+    assert_eq!(net.hub.room(a), Some("rust"));
+    assert_eq!(net.hub.room(b), Some("Rust"));
+    net.say(a, "/rooms");
+    assert_eq!(net.take(a), ["* rooms: Rust (1), rust (1)"]);
+    net.say(a, "hello");
+    assert!(net.take(b).is_empty());
+}
+
+#[test]
+fn who_at_exactly_100_has_no_tail_and_at_101_one_more() {
+    let mut net = Net::new();
+    let ids: Vec<_> = (0..100).map(|_| net.connect()).collect();
+    net.take(ids[0]);
+    net.say(ids[0], "/who");
+    let reply = net.take(ids[0]);
+    assert!(!reply[0].contains(" more"), "{}", reply[0]);
+    assert_eq!(reply[0].matches(", ").count(), 99);
+    net.connect();
+    net.take(ids[0]);
+    net.say(ids[0], "/who");
+    let reply = net.take(ids[0]);
+    assert!(reply[0].ends_with(" and 1 more"), "{}", reply[0]);
 }
