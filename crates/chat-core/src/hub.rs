@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::command::{self, Command, CommandError};
 use crate::framing::Frame;
 use crate::outbox::CHUNK_COST;
+use crate::wire::{BYE, WELCOME, WELCOME_HINT, YOU_ARE_NOW, YOU_JOINED};
 
 /// Identifies one connection for its whole life. Ids are never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -186,7 +187,7 @@ impl Hub {
         self.nicks.insert(nick.to_ascii_lowercase(), id);
         out.push(Action::Send(
             id,
-            line(format_args!("* welcome {nick} (type /help for commands)")),
+            line(format_args!("{WELCOME}{nick}{WELCOME_HINT}")),
         ));
         let joined = line(format_args!("* {nick} joined {LOBBY}"));
         self.broadcast(LOBBY, Some(id), &joined, out);
@@ -311,7 +312,7 @@ impl Hub {
                 }
             }
             Ok(Command::Quit(reason)) => {
-                self.reply(id, format_args!("* bye"), out);
+                self.reply(id, format_args!("{BYE}"), out);
                 self.disconnect(id, reason, out);
                 out.push(Action::Close(id));
             }
@@ -375,7 +376,7 @@ impl Hub {
             self.nicks.remove(&old.to_ascii_lowercase());
         }
         self.nicks.insert(key, id);
-        self.reply(id, format_args!("* you are now {name}"), out);
+        self.reply(id, format_args!("{YOU_ARE_NOW}{name}"), out);
         if old != name {
             let notice = line(format_args!("* {old} is now {name}"));
             self.broadcast(&room, Some(id), &notice, out);
@@ -407,7 +408,7 @@ impl Hub {
         let count = members.len();
         self.reply(
             id,
-            format_args!("* you joined {room} ({count} members)"),
+            format_args!("{YOU_JOINED}{room} ({count} members)"),
             out,
         );
     }

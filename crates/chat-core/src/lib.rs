@@ -29,6 +29,7 @@ pub mod framing;
 pub mod hub;
 pub mod outbox;
 pub mod server;
+pub mod wire;
 
 pub use bytes::Bytes;
 pub use command::Command;
