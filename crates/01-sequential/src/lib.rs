@@ -14,20 +14,20 @@
 //! ```
 //!
 //! The session itself (read a line, let the hub decide, write the replies) is
-//! [`chat_net::blocking`], shared with stages 02 and 03: the three blocking stages differ only
+//! [`chat_blocking`], shared with stages 02 and 03: the three blocking stages differ only
 //! in who runs it. Here, the accepting thread runs it itself.
 
 use std::io;
 use std::net::TcpListener;
 
-use chat_net::blocking::Shared;
+use chat_blocking::Shared;
 use chat_net::{Config, Shutdown};
 
 /// Serves clients one after another until `shutdown` is triggered.
 // ANCHOR: run
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
     let shared = Shared::new(config.limits());
-    chat_net::blocking::stop_on(&shutdown, &shared, &listener)?;
+    chat_blocking::stop_on(&shutdown, &shared, &listener)?;
     while let Some(stream) = chat_net::accept(&listener, &shutdown) {
         if let Some(client) = shared.admit(stream) {
             client.serve(); // nobody else is served until this returns

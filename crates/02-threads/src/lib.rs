@@ -1,7 +1,7 @@
 //! # Stage 02: a thread per client
 //!
 //! The first real fix for stage 01: give every client its own thread. Each thread runs the
-//! same blocking session ([`chat_net::blocking`]) — block in `read`, lock the shared hub,
+//! same blocking session ([`chat_blocking`]) — block in `read`, lock the shared hub,
 //! deliver — and the operating system's scheduler switches between them. The code barely
 //! changes; concurrency comes from the kernel.
 //!
@@ -33,7 +33,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::thread;
 
-use chat_net::blocking::Shared;
+use chat_blocking::Shared;
 use chat_net::{Config, Shutdown};
 
 /// The stack we ask for per client thread. The session needs little (a 4 KiB read buffer and
@@ -69,7 +69,7 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         limits.max_clients = budget;
     }
     let shared = Shared::new(limits);
-    chat_net::blocking::stop_on(&shutdown, &shared, &listener)?;
+    chat_blocking::stop_on(&shutdown, &shared, &listener)?;
     while let Some(stream) = chat_net::accept(&listener, &shutdown) {
         let Some(client) = shared.admit(stream) else {
             continue; // over the limit: it was told `! server full`

@@ -22,7 +22,7 @@
 use std::io;
 use std::net::TcpListener;
 
-use chat_net::blocking::Shared;
+use chat_blocking::Shared;
 use chat_net::{Config, Shutdown};
 use threadpool::ThreadPool;
 
@@ -38,7 +38,7 @@ pub fn run(
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let shared = Shared::new(config.limits());
-    chat_net::blocking::stop_on(&shutdown, &shared, &listener)?;
+    chat_blocking::stop_on(&shutdown, &shared, &listener)?;
     let pool = ThreadPool::with_name("worker".into(), threads);
     log::info!("{threads} workers");
     while let Some(stream) = chat_net::accept(&listener, &shutdown) {

@@ -27,11 +27,15 @@
 //! - **`EPOLLOUT` only while something is pending.** An empty socket buffer is writable almost
 //!   all the time, so watching every socket for writability would wake us for nothing. We write
 //!   first, and ask for `EPOLLOUT` only for a client whose outbox the socket did not take
-//!   entirely, until it did. The outbox is bounded: a client that stops reading fills it and
-//!   is dropped as a slow consumer (`chat_core::Server` decides that), so nobody else waits.
-//! - **Closing is not instant.** After `/quit` the client may still be owed lines its socket
-//!   did not take, then `* bye`. It stays open, watched for writability only, until its outbox
-//!   is written or [`CLOSE_LINGER`] has passed, whichever comes first.
+//!   entirely, until it did.
+//! - **`EPOLLIN` only while the server takes input from the client.** When one client's line
+//!   cannot be handled because a recipient has no room (flow control, decided by
+//!   `chat_core::Server`), its input waits: we stop watching it for reading, or level-triggered
+//!   epoll would report its unread bytes on every call. `Event::Resume` watches it again.
+//! - **The server decides, the loop obeys.** Who is a slow consumer, when a closing client is
+//!   hung up or closed, when a grace runs out: all of that is `chat_core::Server`'s, with the
+//!   time passed in. The loop sleeps in `epoll_wait` until a socket is ready or the server's next
+//!   deadline ([`chat_core::Server::poll_timeout`]), whichever comes first.
 //! - **The token is the client id**, not the descriptor: ids are never reused, so an event for
 //!   a client that was closed earlier in the same batch cannot reach a new client that got the
 //!   same descriptor number.
@@ -39,15 +43,14 @@
 //!   server, no buffer per client; a client costs its socket, a small map entry here, and its
 //!   state in `chat_core` (a nick, a room, an empty framer and outbox).
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::mem;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown as Direction, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use chat_core::hub::IdMap;
-use chat_core::{ClientId, Event, Outbox, Server};
+use chat_core::{ClientId, Event, Flushed, Server};
 use chat_net::{AcceptError, Config, Shutdown};
 
 /// The one read buffer of the whole server. Big, so that a client that sent many lines is
@@ -57,18 +60,6 @@ pub const READ_BUF: usize = 64 * 1024;
 /// At most this many ready descriptors are returned by one `epoll_wait`; more wait for the
 /// next call (level-triggered: they are still ready then).
 const MAX_EVENTS: usize = 1024;
-
-/// At most this many queued lines go into one `writev`.
-const MAX_IOV: usize = 64;
-
-/// After SIGINT/SIGTERM, how long clients get to take their last bytes before we close them
-/// regardless.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// How long a closing client (`/quit`) may take to read the lines it is still owed, before its
-/// socket is closed anyway: a client that never reads must not keep its descriptor and its
-/// outbox forever.
-pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// Interest in reading (and, always reported, errors and hang-ups).
 const READ: u32 = libc::EPOLLIN as u32;
@@ -178,27 +169,23 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         conns: IdMap::default(),
         buf: vec![0; READ_BUF],
         dirty: Vec::new(),
-        closing: Vec::new(),
-        lingering: VecDeque::new(),
+        touched: Vec::new(),
         accept_paused_until: None,
-        stop_deadline: None,
+        stopping: false,
     };
     event_loop.run()
 }
 // ANCHOR_END: run
 
 // ANCHOR: conn
-/// One client's socket, as the loop sees it: 12 bytes beside the protocol's state.
+/// One client's socket, as the loop sees it: 8 bytes beside the protocol's state.
 #[derive(Debug)]
 struct Conn {
     /// The non-blocking socket.
     stream: TcpStream,
-    /// What it is registered for right now (`READ`, `WRITE`, both): changing it costs an
-    /// `epoll_ctl`, so we remember it and change it only when needed.
+    /// What it is registered for right now (`READ`, `WRITE`, both, neither): changing it costs
+    /// an `epoll_ctl`, so we remember it and change it only when needed.
     interest: u32,
-    /// The server closes it (`/quit`, slow consumer, shutdown): read no more, write what is
-    /// left, then close.
-    closing: bool,
 }
 // ANCHOR_END: conn
 
@@ -211,7 +198,7 @@ struct EventLoop {
     listener: TcpListener,
     /// Readable once SIGINT/SIGTERM arrived.
     shutdown: Shutdown,
-    /// The protocol: hub, framers, outboxes.
+    /// The protocol: hub, framers, outboxes, flow control, timers.
     server: Server,
     /// Every open client socket, by client id (the token epoll hands back).
     conns: IdMap<Conn>,
@@ -219,15 +206,12 @@ struct EventLoop {
     buf: Vec<u8>,
     /// Clients to write to at the end of this iteration.
     dirty: Vec<ClientId>,
-    /// Clients the server wants closed, handled at the end of this iteration.
-    closing: Vec<ClientId>,
-    /// Closing clients whose last bytes are not written yet, with the instant they will be
-    /// closed regardless. Oldest first: every entry gets the same [`CLOSE_LINGER`].
-    lingering: VecDeque<(Instant, ClientId)>,
+    /// Clients whose interest may have to change (they were read, written, resumed, hung up).
+    touched: Vec<ClientId>,
     /// After EMFILE & co., the listener is out of the interest list until then.
     accept_paused_until: Option<Instant>,
-    /// Set once shutting down: the loop ends when every client is gone or at this instant.
-    stop_deadline: Option<Instant>,
+    /// SIGINT/SIGTERM arrived: the loop ends when the server has closed every client.
+    stopping: bool,
 }
 
 impl EventLoop {
@@ -235,18 +219,12 @@ impl EventLoop {
     // ANCHOR: event_loop
     fn run(&mut self) -> io::Result<()> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
-        loop {
+        while !self.server.is_stopped() {
             let now = Instant::now();
-            if let Some(deadline) = self.stop_deadline {
-                if self.conns.is_empty() || now >= deadline {
-                    break;
-                }
-            }
             self.resume_accepting(now)?;
-            self.expire_lingering(now);
 
-            // 1. Sleep in the kernel until something is ready (or a timer is due). No list
-            //    to build: the kernel keeps it.
+            // 1. Sleep in the kernel until something is ready or the next deadline (the
+            //    server's, or the end of an accept pause). No list to build: the kernel keeps it.
             let ready = match self.epoll.wait(&mut events, self.timeout(now)) {
                 Ok(ready) => ready,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -254,6 +232,7 @@ impl EventLoop {
             };
 
             // 2. Handle what is ready, and only that: O(ready), not O(connected).
+            let now = Instant::now();
             for event in &events[..ready] {
                 // `epoll_event` is a packed struct on x86-64: copy it out before reading.
                 let libc::epoll_event {
@@ -261,31 +240,25 @@ impl EventLoop {
                     u64: token,
                 } = *event;
                 match token {
-                    SHUTDOWN => self.begin_shutdown(),
-                    LISTENER if self.stop_deadline.is_none() => self.accept_all(),
+                    SHUTDOWN => self.begin_shutdown(now),
+                    LISTENER if !self.stopping => self.accept_all(now),
                     LISTENER => {}
-                    id => self.on_event(ClientId(id), flags),
+                    id => self.on_event(ClientId(id), flags, now),
                 }
             }
+            self.server.handle_timeout(now);
 
             // 3. Deliver what all of that produced.
-            self.settle();
-        }
-        if !self.conns.is_empty() {
-            log::warn!(
-                "closing {} clients that did not take their last bytes",
-                self.conns.len()
-            );
+            self.settle(now);
         }
         Ok(())
     }
     // ANCHOR_END: event_loop
 
-    /// How long `epoll_wait` may sleep: until the next timer (the accept pause, the oldest
-    /// lingering close, the shutdown grace), or for ever if none is set.
+    /// How long `epoll_wait` may sleep: until the server's next deadline (a slow consumer's
+    /// grace, a closing client's), or the end of an accept pause, or for ever if none is set.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        let linger = self.lingering.front().map(|&(at, _)| at);
-        [self.accept_paused_until, linger, self.stop_deadline]
+        [self.accept_paused_until, self.server.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -294,10 +267,10 @@ impl EventLoop {
 
     /// The listener is readable: accept every pending connection, until `EWOULDBLOCK`.
     // ANCHOR: accept_loop
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, _)) => self.admit(stream, now),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) => match chat_net::classify_accept_error(&err) {
                     AcceptError::Retry => continue,
@@ -306,7 +279,7 @@ impl EventLoop {
                         // stays readable, so level-triggered epoll would report it again at
                         // once, forever. Take the listener out of the interest list, and let
                         // `epoll_wait`'s timeout end the pause.
-                        self.pause_accepting();
+                        self.pause_accepting(now);
                         return;
                     }
                 },
@@ -316,19 +289,24 @@ impl EventLoop {
     // ANCHOR_END: accept_loop
 
     /// Stops watching the listener for [`chat_net::ACCEPT_BACKOFF`].
-    fn pause_accepting(&mut self) {
+    fn pause_accepting(&mut self, now: Instant) {
         if let Err(err) = self.epoll.delete(self.listener.as_raw_fd()) {
             log::warn!("cannot stop watching the listener: {err}");
         }
-        self.accept_paused_until = Some(Instant::now() + chat_net::ACCEPT_BACKOFF);
+        self.accept_paused_until = Some(now + chat_net::ACCEPT_BACKOFF);
     }
 
-    /// Watches the listener again once an accept pause is over.
+    /// Watches the listener again once an accept pause is over. If the kernel refuses, the
+    /// pause simply goes on: a server that cannot accept for a while still serves its clients.
     fn resume_accepting(&mut self, now: Instant) -> io::Result<()> {
         match self.accept_paused_until {
-            Some(until) if now >= until && self.stop_deadline.is_none() => {
+            Some(until) if now >= until && !self.stopping => {
                 self.accept_paused_until = None;
-                self.epoll.add(self.listener.as_raw_fd(), LISTENER, READ)
+                if let Err(err) = self.epoll.add(self.listener.as_raw_fd(), LISTENER, READ) {
+                    log::warn!("cannot watch the listener again: {err}");
+                    self.accept_paused_until = Some(now + chat_net::ACCEPT_BACKOFF);
+                }
+                Ok(())
             }
             _ => Ok(()),
         }
@@ -336,20 +314,20 @@ impl EventLoop {
 
     /// A new connection: refuse it (`! server full`) or register and welcome it.
     // ANCHOR: admit
-    fn admit(&mut self, stream: TcpStream) {
+    fn admit(&mut self, stream: TcpStream, now: Instant) {
         if let Err(err) = stream.set_nonblocking(true) {
             log::debug!("new connection: {err}");
             return;
         }
         let _ = stream.set_nodelay(true); // no Nagle delay on short lines, as in every stage
-        let Ok(id) = self.server.connect() else {
+        let Ok(id) = self.server.connect(now) else {
             chat_net::refuse(stream); // a fresh socket takes these 14 bytes at once
             return;
         };
         if let Err(err) = self.epoll.add(stream.as_raw_fd(), id.0, READ) {
             // The kernel's own limit on watched descriptors (max_user_watches), or memory.
             log::warn!("cannot watch a new client: {err}");
-            self.server.close(id);
+            self.server.closed(id, now);
             return;
         }
         log::debug!("client {id} on descriptor {}", stream.as_raw_fd());
@@ -358,16 +336,21 @@ impl EventLoop {
             Conn {
                 stream,
                 interest: READ,
-                closing: false,
             },
         );
     }
     // ANCHOR_END: admit
 
     /// Something happened on a client's socket.
-    fn on_event(&mut self, id: ClientId, flags: u32) {
+    fn on_event(&mut self, id: ClientId, flags: u32, now: Instant) {
+        if flags & libc::EPOLLERR as u32 != 0 {
+            // A reset, or another error: reported whether we asked or not, and again on every
+            // call until the socket is closed. Nothing more will come through it.
+            self.finish(id, now);
+            return;
+        }
         if flags & (READ | HANGUP) != 0 {
-            self.on_readable(id); // a hang-up or an error is found by reading
+            self.on_readable(id, now); // a hang-up is found by reading
         }
         if flags & WRITE != 0 {
             self.dirty.push(id);
@@ -377,90 +360,100 @@ impl EventLoop {
     /// One `read` into the shared buffer, then the protocol. One read per wake-up is fair:
     /// a client that sent more than 64 KiB is still readable next time (level-triggered).
     // ANCHOR: on_readable
-    fn on_readable(&mut self, id: ClientId) {
+    fn on_readable(&mut self, id: ClientId, now: Instant) {
         let Some(conn) = self.conns.get(&id) else {
             return; // closed earlier in this batch
         };
+        if !self.server.reading(id) {
+            // Its input waits for room, so it is not watched for reading: this is EPOLLHUP,
+            // which epoll reports anyway, and again on every call. The connection is gone.
+            return self.finish(id, now);
+        }
         match (&conn.stream).read(&mut self.buf) {
-            Ok(0) => self.finish(id), // the client closed its end
-            Ok(n) => self.server.receive(id, &self.buf[..n]),
+            Ok(0) => self.server.eof(id, now), // it ended its stream: a normal goodbye
+            Ok(n) => self.server.receive(id, &self.buf[..n], now),
             Err(err)
                 if matches!(
                     err.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                return
+            }
             Err(err) => {
                 log::debug!("client {id}: {err}");
-                self.finish(id);
+                return self.finish(id, now);
             }
         }
+        self.touched.push(id); // its input may wait now: then stop watching it for reading
     }
     // ANCHOR_END: on_readable
 
     /// Carries out the server's events. Flushing waits until every ready socket of this
     /// batch was read: if three senders wrote to a room, each member gets all three lines in
-    /// one `writev` instead of three writes. Closing a client makes its room hear that it
-    /// left (more events), hence the loop.
+    /// one `writev` instead of three writes. Writing may let waiting senders go on (more
+    /// events), hence the loop.
     // ANCHOR: settle
-    fn settle(&mut self) {
+    fn settle(&mut self, now: Instant) {
         loop {
             while let Some(event) = self.server.poll_event() {
                 match event {
                     Event::Flush(id) => self.dirty.push(id),
-                    Event::Close(id) => self.closing.push(id),
+                    Event::Resume(id) => self.touched.push(id),
+                    Event::Hangup(id) => self.hang_up(id, now),
+                    Event::Close(id) => {
+                        // Dropping the stream closes the descriptor, which also takes it off
+                        // the interest list.
+                        if self.conns.remove(&id).is_some() {
+                            log::debug!("client {id} closed");
+                        }
+                    }
                 }
             }
-            if self.dirty.is_empty() && self.closing.is_empty() {
+            if self.dirty.is_empty() && self.touched.is_empty() {
                 return;
             }
             let mut batch = mem::take(&mut self.dirty);
             for id in batch.drain(..) {
-                self.flush(id);
+                self.flush(id, now);
             }
             self.dirty = batch; // keep the allocation for the next iteration
-            let mut batch = mem::take(&mut self.closing);
+            let mut batch = mem::take(&mut self.touched);
             for id in batch.drain(..) {
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.closing = true;
-                }
-                self.flush(id); // its last lines (`* bye`); closes it once they are out
-                if self.conns.contains_key(&id) {
-                    // The socket did not take them all: give it a little time, not forever.
-                    self.lingering
-                        .push_back((Instant::now() + CLOSE_LINGER, id));
-                }
+                self.watch(id, now);
             }
-            self.closing = batch;
+            self.touched = batch;
         }
     }
     // ANCHOR_END: settle
 
-    /// Writes what client `id` is owed, as far as its socket takes it; watches for
-    /// writability only while something is left; closes a closing client once it is empty.
+    /// Writes what client `id` is owed, as far as its socket takes it, many lines per
+    /// `writev` (the server's one write path, [`chat_core::Server::flush`]).
     // ANCHOR: flush
-    fn flush(&mut self, id: ClientId) {
-        let (Some(conn), Some(outbox)) = (self.conns.get_mut(&id), self.server.outbox(id)) else {
+    fn flush(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
             return; // closed earlier in this iteration
         };
-        let result = write_outbox(&conn.stream, outbox);
-        let (pending, closing) = (!outbox.is_empty(), conn.closing);
-        match result {
+        // `write_vectored` is `writev(2)`. (A Rust program starts with SIGPIPE ignored, so
+        // writing to a connection the peer closed is an EPIPE error here, not a dead server.)
+        let mut stream = &conn.stream;
+        match self.server.flush(id, now, |lines| stream.write_vectored(lines)) {
+            Ok(Flushed::All | Flushed::Partly) => self.touched.push(id),
             Err(err) => {
                 log::debug!("client {id}: {err}");
-                self.finish(id);
+                self.finish(id, now);
             }
-            Ok(()) if closing && !pending => self.finish(id), // e.g. `* bye` is out
-            Ok(()) => self.watch(id, pending),
         }
     }
 
-    /// Registers client `id` for what it needs now: reading unless it is closing, writing
-    /// only while its outbox holds bytes. Most of the time nothing changes: no system call.
-    fn watch(&mut self, id: ClientId, pending: bool) {
+    /// Registers client `id` for what it needs now: reading while the server takes its input,
+    /// writing only while it is owed bytes. Most of the time nothing changes: no system call.
+    fn watch(&mut self, id: ClientId, now: Instant) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let wanted = if conn.closing { 0 } else { READ } | if pending { WRITE } else { 0 };
+        let owed = self.server.outbox(id).is_some_and(|o| !o.is_empty());
+        let wanted = if self.server.reading(id) { READ } else { 0 } | if owed { WRITE } else { 0 };
         if wanted == conn.interest {
             return;
         }
@@ -468,81 +461,55 @@ impl EventLoop {
             Ok(()) => conn.interest = wanted,
             Err(err) => {
                 log::debug!("client {id}: {err}");
-                self.finish(id);
+                self.finish(id, now);
             }
         }
     }
     // ANCHOR_END: flush
 
-    // ANCHOR: linger
-    /// Closes the lingering clients whose time is up. (The others were closed by `flush` as
-    /// soon as their last byte was written; their entries just expire here.)
-    fn expire_lingering(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
-            if self.conns.contains_key(&id) {
-                log::debug!("client {id}: did not read its last lines in {CLOSE_LINGER:?}");
-                self.finish(id);
-            }
+    /// Everything owed is written and the server is done with the client: end our side of
+    /// the stream, and keep reading until the client ends its side. Closing now, with its
+    /// bytes unread, would make the kernel answer with a reset.
+    // ANCHOR: hang_up
+    fn hang_up(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        if let Err(err) = conn.stream.shutdown(Direction::Write) {
+            log::debug!("client {id}: {err}");
+            return self.finish(id, now);
         }
-        self.settle();
+        self.touched.push(id);
     }
-    // ANCHOR_END: linger
+    // ANCHOR_END: hang_up
 
-    /// Closes client `id`'s socket and tells the server it is gone.
-    fn finish(&mut self, id: ClientId) {
-        // Dropping the stream closes the descriptor, which also takes it off the interest list.
+    /// The connection failed: close the socket and tell the server it is gone.
+    fn finish(&mut self, id: ClientId, now: Instant) {
         if self.conns.remove(&id).is_some() {
             log::debug!("client {id} closed");
         }
-        self.server.close(id);
+        self.server.closed(id, now);
     }
 
-    /// SIGINT/SIGTERM: stop accepting, tell everybody, and give them [`SHUTDOWN_GRACE`] to
-    /// take their last bytes.
+    /// SIGINT/SIGTERM: stop accepting and let the server say goodbye to everybody; the loop
+    /// ends once it has closed them all (within its shutdown grace).
     // ANCHOR: shutdown
-    fn begin_shutdown(&mut self) {
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
         log::info!("shutting down ({} clients)", self.conns.len());
-        self.stop_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
+        self.stopping = true;
         // The shutdown descriptor is never read, so it stays readable: stop watching it, or
         // level-triggered epoll would report it on every call. Same for the listener.
         let _ = self.epoll.delete(self.shutdown.fd());
         if self.accept_paused_until.take().is_none() {
             let _ = self.epoll.delete(self.listener.as_raw_fd());
         }
-        self.server.shutdown();
+        self.server.shutdown(now);
     }
     // ANCHOR_END: shutdown
 }
-
-/// Writes as much of `outbox` as the socket takes, many lines per `writev` system call.
-/// `Ok` also when the socket's send buffer is full: the rest stays queued for later.
-// ANCHOR: write_outbox
-fn write_outbox(mut stream: &TcpStream, outbox: &mut Outbox) -> io::Result<()> {
-    while !outbox.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let count = outbox.io_slices(&mut slices);
-        let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
-        // `write_vectored` is `writev(2)`. (A Rust program starts with SIGPIPE ignored, so
-        // writing to a connection the peer closed is an EPIPE error here, not a dead server.)
-        let written = match stream.write_vectored(&slices[..count]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        outbox.consume(written);
-        if written < offered {
-            return Ok(()); // the send buffer is full; wait for writability
-        }
-    }
-    Ok(())
-}
-// ANCHOR_END: write_outbox
 
 #[cfg(test)]
 mod tests {

@@ -9,13 +9,10 @@
 //!   burst of connects, and each dropped SYN costs the client a one-second retry);
 //! - [`announce`]: the `listening on ADDR` line tests and the load generator wait for;
 //! - [`Shutdown`]: SIGINT/SIGTERM turned into a flag and a readable file descriptor;
-//! - [`accept`]: a blocking accept loop step that backs off on EMFILE instead of spinning;
-//! - [`blocking`]: the session of the three blocking stages (01–03), which differ only in how
-//!   they schedule it.
+//! - [`accept`]: a blocking accept loop step that backs off on EMFILE instead of spinning.
 //!
 //! *Invariant:* nothing here knows the protocol's rules; that is `chat-core`'s job.
 
-pub mod blocking;
 mod shutdown;
 
 use std::io::{self, Write as _};
@@ -39,17 +36,18 @@ pub struct Config {
     /// Connection limit: beyond it, new clients get `! server full`.
     #[arg(long, default_value_t = chat_core::DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
-    /// Bound of each client's outgoing queue, in bytes; a client that fills it is dropped as
-    /// a slow consumer.
+    /// What a client may be owed, in bytes: past it, the senders whose lines reach it wait,
+    /// and a client that stays behind for a second is dropped as a slow consumer.
     #[arg(long, default_value_t = chat_core::DEFAULT_OUTBOX_BYTES, value_parser = parse_outbox_bytes)]
     pub outbox_bytes: usize,
 }
 
-/// `--outbox-bytes` must at least hold a short line, or every client would be "slow".
+/// `--outbox-bytes` must hold the longest line one input line can cost a client (see
+/// `chat_core::MIN_OUTBOX_BYTES`), or a sender could wait for room for ever.
 fn parse_outbox_bytes(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(n) if n >= 64 => Ok(n),
-        Ok(_) => Err("must be at least 64".into()),
+        Ok(n) if n >= chat_core::MIN_OUTBOX_BYTES => Ok(n),
+        Ok(_) => Err(format!("must be at least {}", chat_core::MIN_OUTBOX_BYTES)),
         Err(err) => Err(err.to_string()),
     }
 }

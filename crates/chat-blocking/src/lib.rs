@@ -31,7 +31,7 @@ use chat_core::hub::IdMap;
 use chat_core::{Action, Bytes, ClientId, Framer, Hub, Limits};
 use socket2::SockRef;
 
-use crate::Shutdown;
+use chat_net::Shutdown;
 
 /// Bytes read per `read` call. On the stack of the client's thread: no heap per client.
 const READ_BUF: usize = 4096;
@@ -101,7 +101,7 @@ impl Shared {
     pub fn admit(self: &Arc<Self>, stream: TcpStream) -> Option<Connection> {
         if self.open.load(Ordering::SeqCst) >= self.limits.max_clients {
             log::debug!("refusing a connection: {} open", self.limits.max_clients);
-            crate::refuse(stream);
+            chat_net::refuse(stream);
             return None;
         }
         self.open.fetch_add(1, Ordering::SeqCst);
@@ -262,6 +262,7 @@ fn resolve(conns: &IdMap<Arc<Conn>>, actions: Vec<Action>) -> Vec<Delivery> {
         .filter_map(|action| match action {
             Action::Send(to, line) => conns.get(&to).map(|c| (Arc::clone(c), Some(line))),
             Action::Close(to) => conns.get(&to).map(|c| (Arc::clone(c), None)),
+            Action::Release(_) => None, // FIXME(port): release after delivering, not here
         })
         .collect()
 }
