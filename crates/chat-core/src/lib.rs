@@ -23,6 +23,8 @@
 //!
 //! *Invariant:* nothing in this crate blocks, sleeps, reads a clock or touches a socket.
 
+#![forbid(unsafe_code)]
+
 pub mod command;
 pub mod flow;
 pub mod framing;

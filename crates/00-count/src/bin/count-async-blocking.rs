@@ -9,6 +9,8 @@
 //!
 //! Run it with `cargo run -p chat-count --bin count-async-blocking`.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 // ANCHOR: count

@@ -7,6 +7,8 @@
 //!
 //! Run it with `cargo run -p chat-count --bin count-async`.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 // ANCHOR: count

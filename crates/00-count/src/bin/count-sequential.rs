@@ -6,6 +6,8 @@
 //!
 //! Run it with `cargo run -p chat-count --bin count-sequential`.
 
+#![forbid(unsafe_code)]
+
 use std::thread;
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,8 @@
 //!
 //! Run it with `cargo run -p chat-count --bin count-threads`.
 
+#![forbid(unsafe_code)]
+
 use std::thread;
 use std::time::{Duration, Instant};
 

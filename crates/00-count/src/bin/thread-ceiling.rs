@@ -16,6 +16,8 @@
 //! stack overflow), a second mapping with its own guard page, so expect about
 //! four mappings per thread.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::thread;
