@@ -78,6 +78,13 @@ impl Outbox {
         filled
     }
 
+    /// The queued lines, oldest first (the first may be partly written already). A stage whose
+    /// writes complete later — io_uring's — clones these handles (a reference count each, no
+    /// copy) to keep the bytes alive until the kernel is done with them.
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter()
+    }
+
     /// The oldest queued chunk, for stages that write one buffer at a time.
     pub fn front(&self) -> Option<&[u8]> {
         self.chunks.front().map(|c| &c[..])
