@@ -115,7 +115,7 @@ const HELP: &[&str] = &[
 
 /// One connected client, as the hub knows it.
 #[derive(Debug)]
-struct Member {
+pub(crate) struct Member {
     /// The nick as the client chose it (case kept).
     nick: String,
     /// The room the client is in; always a key of [`Hub::rooms`].
@@ -128,15 +128,28 @@ pub struct Hub {
     /// The id the next client will get.
     next_id: u64,
     /// Every connected client.
-    members: IdMap<Member>,
+    pub(crate) members: IdMap<Member>,
     /// Lowercased nick → client, so that nicks are unique case-insensitively.
-    nicks: HashMap<String, ClientId>,
+    pub(crate) nicks: HashMap<String, ClientId>,
     /// Lowercased nicks freed but not yet released (see [`Action::Release`]): still taken.
     held: HashSet<String>,
     /// Room name → its members. A room exists while it has members.
-    rooms: HashMap<String, IdSet>,
+    pub(crate) rooms: HashMap<String, IdSet>,
     /// No `guestN` with N below this is free; where the search for a guest nick starts.
     guest_floor: u64,
+    /// In a cluster: the rest of the cluster, as this node knows it, and what to tell the
+    /// broker (see [`crate::cluster`]). `None` for a server on its own.
+    pub(crate) cluster: Option<Box<crate::cluster::Node>>,
+}
+
+/// What [`Hub::try_handle`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Handled: its actions are out.
+    Done,
+    /// Not handled yet: it needs a nick claimed on the broker first. Nothing changed; offer
+    /// it again once [`Hub::claimed`] was told the answer.
+    Claim,
 }
 
 impl Default for Hub {
@@ -155,6 +168,15 @@ impl Hub {
             held: HashSet::new(),
             rooms: HashMap::new(),
             guest_floor: 1,
+            cluster: None,
+        }
+    }
+
+    /// An empty hub that is one node of a cluster (see [`crate::cluster`]).
+    pub fn clustered(node: crate::cluster::NodeId) -> Self {
+        Self {
+            cluster: Some(Box::new(crate::cluster::Node::new(node))),
+            ..Self::new()
         }
     }
 
@@ -181,9 +203,22 @@ impl Hub {
     /// A new client: it gets the first free `guestN` nick and enters the lobby.
     // ANCHOR: connect
     pub fn connect(&mut self, out: &mut Vec<Action>) -> ClientId {
+        let id = self.new_id();
+        let nick = self.free_guest_nick();
+        self.welcome(id, nick, out);
+        id
+    }
+    // ANCHOR_END: connect
+
+    /// The id of the next client. Ids are never reused.
+    pub(crate) fn new_id(&mut self) -> ClientId {
         let id = ClientId(self.next_id);
         self.next_id += 1;
-        let nick = self.free_guest_nick();
+        id
+    }
+
+    /// `id` is a member now, called `nick`, in the lobby: welcomed, and the lobby told.
+    pub(crate) fn welcome(&mut self, id: ClientId, nick: String, out: &mut Vec<Action>) {
         self.nicks.insert(nick.to_ascii_lowercase(), id);
         out.push(Action::Send(
             id,
@@ -199,17 +234,35 @@ impl Hub {
                 room: LOBBY.to_owned(),
             },
         );
-        id
     }
-    // ANCHOR_END: connect
+
+    /// One line to every local member of `room`.
+    pub(crate) fn notice(&self, room: &str, text: fmt::Arguments<'_>, out: &mut Vec<Action>) {
+        let msg = line(text);
+        self.broadcast(room, None, &msg, out);
+    }
+
+    /// Every local member's nick and room.
+    pub(crate) fn members_iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.members
+            .values()
+            .map(|m| (m.nick.as_str(), m.room.as_str()))
+    }
 
     /// One frame from the framer: a line to act on, or a framing error to report.
     pub fn handle(&mut self, id: ClientId, frame: Frame<'_>, out: &mut Vec<Action>) {
+        let _ = self.try_handle(id, frame, out);
+    }
+
+    /// [`Hub::handle`], saying whether the frame had to wait for a claim (only in a cluster: a
+    /// new nick is claimed on the broker before it is used).
+    pub fn try_handle(&mut self, id: ClientId, frame: Frame<'_>, out: &mut Vec<Action>) -> Handled {
         match frame {
-            Frame::Line(text) => self.handle_line(id, text, out),
+            Frame::Line(text) => return self.handle_line(id, text, out),
             Frame::TooLong => self.reply(id, format_args!("{TOO_LONG_LINE}"), out),
             Frame::InvalidUtf8 => self.reply(id, format_args!("! invalid utf-8"), out),
         }
+        Handled::Done
     }
 
     /// Calls `visit(client, bytes)` for every client that handling `frame` from `id` could send
@@ -292,16 +345,19 @@ impl Hub {
 
     /// One complete line from a client. Lines from unknown (already gone) clients are ignored.
     // ANCHOR: handle_line
-    pub fn handle_line(&mut self, id: ClientId, text: &str, out: &mut Vec<Action>) {
+    pub fn handle_line(&mut self, id: ClientId, text: &str, out: &mut Vec<Action>) -> Handled {
         let Some(member) = self.members.get(&id) else {
-            return;
+            return Handled::Done;
         };
         match command::parse(text) {
-            Ok(Command::Say(text)) => {
-                let msg = line(format_args!("<{}> {text}", member.nick));
+            Ok(Command::Say(said)) => {
+                let msg = line(format_args!("<{}> {said}", member.nick));
                 self.broadcast(&member.room, Some(id), &msg, out);
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.say(&member.room, &member.nick, said);
+                }
             }
-            Ok(Command::Nick(name)) => self.rename(id, name, out),
+            Ok(Command::Nick(name)) => return self.rename(id, name, out),
             Ok(Command::Join(room)) => self.join(id, room, out),
             Ok(Command::Msg { to, text }) => self.private(id, to, text, out),
             Ok(Command::Who) => self.who(id, out),
@@ -320,6 +376,7 @@ impl Hub {
                 self.reply(id, format_args!("{}", err.to_line()), out);
             }
         }
+        Handled::Done
     }
     // ANCHOR_END: handle_line
 
@@ -339,6 +396,10 @@ impl Hub {
             None => line(format_args!("* {} left {}", member.nick, member.room)),
         };
         self.broadcast(&member.room, None, &left, out);
+        if let Some(cluster) = &mut self.cluster {
+            let last_here = !self.rooms.contains_key(&member.room);
+            cluster.leave(&member.nick, &member.room, reason, last_here);
+        }
         self.hold_nick(&member.nick, out); // after the notice: see `Action::Release`
     }
 
@@ -350,6 +411,11 @@ impl Hub {
         for id in ids {
             out.push(Action::Send(id, bye.clone()));
             out.push(Action::Close(id));
+            if let (Some(cluster), Some(member)) = (&mut self.cluster, self.members.get(&id)) {
+                // The other nodes see this node's members leave; nothing is told locally.
+                cluster.leave(&member.nick, &member.room, None, false);
+                cluster.release(&member.nick);
+            }
         }
         self.members.clear();
         self.nicks.clear();
@@ -358,20 +424,44 @@ impl Hub {
         self.guest_floor = 1;
     }
 
-    fn rename(&mut self, id: ClientId, name: &str, out: &mut Vec<Action>) {
+    fn rename(&mut self, id: ClientId, name: &str, out: &mut Vec<Action>) -> Handled {
         if !command::is_valid_name(name) {
-            return self.reply(id, format_args!("! invalid nick: {name}"), out);
+            self.reply(id, format_args!("! invalid nick: {name}"), out);
+            return Handled::Done;
         }
         let key = name.to_ascii_lowercase();
-        if self.nicks.get(&key).is_some_and(|&owner| owner != id) || self.held.contains(&key) {
-            return self.reply(id, format_args!("! nick taken: {name}"), out);
+        let Some(member) = self.members.get(&id) else {
+            return Handled::Done;
+        };
+        let case_only = member.nick.eq_ignore_ascii_case(name);
+        let taken_here =
+            self.nicks.get(&key).is_some_and(|&owner| owner != id) || self.held.contains(&key);
+        let taken = taken_here
+            || match &mut self.cluster {
+                // In a cluster the broker decides, once: a claim first, then the rename.
+                Some(cluster) if !case_only => match cluster.grant(id, &key) {
+                    crate::cluster::Grant::Granted => false,
+                    crate::cluster::Grant::Refused => true,
+                    crate::cluster::Grant::Ask => {
+                        if cluster.mirror.get(name).is_some() {
+                            true // held elsewhere, as far as we know: no need to ask
+                        } else {
+                            cluster.claim(id, name);
+                            return Handled::Claim;
+                        }
+                    }
+                },
+                _ => false,
+            };
+        if taken {
+            self.reply(id, format_args!("! nick taken: {name}"), out);
+            return Handled::Done;
         }
         let Some(member) = self.members.get_mut(&id) else {
-            return;
+            return Handled::Done;
         };
         let old = std::mem::replace(&mut member.nick, name.to_owned());
         let room = member.room.clone();
-        let case_only = old.eq_ignore_ascii_case(name);
         if !case_only {
             self.nicks.remove(&old.to_ascii_lowercase());
         }
@@ -380,10 +470,14 @@ impl Hub {
         if old != name {
             let notice = line(format_args!("* {old} is now {name}"));
             self.broadcast(&room, Some(id), &notice, out);
+            if let Some(cluster) = &mut self.cluster {
+                cluster.rename(&old, name, &room);
+            }
         }
         if !case_only {
             self.hold_nick(&old, out); // after the notice: see `Action::Release`
         }
+        Handled::Done
     }
 
     fn join(&mut self, id: ClientId, room: &str, out: &mut Vec<Action>) {
@@ -403,9 +497,15 @@ impl Hub {
         self.broadcast(&old, None, &left, out);
         let joined = line(format_args!("* {nick} joined {room}"));
         self.broadcast(room, None, &joined, out);
+        let first_here = !self.rooms.contains_key(room);
         let members = self.rooms.entry(room.to_owned()).or_default();
         members.insert(id);
-        let count = members.len();
+        let mut count = members.len();
+        if let Some(cluster) = &mut self.cluster {
+            let last_there = !self.rooms.contains_key(&old);
+            cluster.moved(&nick, &old, room, last_there, first_here);
+            count += cluster.mirror.count(room);
+        }
         self.reply(
             id,
             format_args!("{YOU_JOINED}{room} ({count} members)"),
@@ -415,15 +515,23 @@ impl Hub {
 
     fn private(&mut self, id: ClientId, to: &str, text: &str, out: &mut Vec<Action>) {
         let target = self.nicks.get(&to.to_ascii_lowercase()).copied();
-        match (target, self.members.get(&id)) {
-            (Some(target), Some(sender)) => {
-                out.push(Action::Send(
-                    target,
-                    line(format_args!("[{}] {text}", sender.nick)),
-                ));
-            }
-            _ => self.reply(id, format_args!("! no such user: {to}"), out),
+        let Some(sender) = self.members.get(&id) else {
+            return;
+        };
+        if let Some(target) = target {
+            out.push(Action::Send(
+                target,
+                line(format_args!("[{}] {text}", sender.nick)),
+            ));
+            return;
         }
+        if let Some(cluster) = &mut self.cluster {
+            if let Some(remote) = cluster.mirror.get(to).cloned() {
+                cluster.direct(remote.node, &sender.nick, &remote.nick, text);
+                return;
+            }
+        }
+        self.reply(id, format_args!("! no such user: {to}"), out);
     }
 
     fn who(&mut self, id: ClientId, out: &mut Vec<Action>) {
@@ -432,14 +540,26 @@ impl Hub {
             .iter()
             .filter_map(|m| self.nick(*m))
             .collect();
+        if let Some(cluster) = &self.cluster {
+            nicks.extend(cluster.mirror.nicks_in(room));
+        }
         nicks.sort_unstable_by_key(|n| n.to_ascii_lowercase());
         let text = capped_list(&format!("* members of {room}: "), &nicks);
         self.reply(id, format_args!("{text}"), out);
     }
 
     fn list_rooms(&mut self, id: ClientId, out: &mut Vec<Action>) {
-        let mut rooms: Vec<(&String, usize)> =
-            self.rooms.iter().map(|(n, m)| (n, m.len())).collect();
+        let mut counts: HashMap<&str, usize> = self
+            .rooms
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.len()))
+            .collect();
+        if let Some(cluster) = &self.cluster {
+            for (room, n) in cluster.mirror.rooms() {
+                *counts.entry(room).or_default() += n;
+            }
+        }
+        let mut rooms: Vec<(&str, usize)> = counts.into_iter().collect();
         rooms.sort_unstable();
         let rooms: Vec<String> = rooms
             .iter()
@@ -484,6 +604,9 @@ impl Hub {
     fn hold_nick(&mut self, nick: &str, out: &mut Vec<Action>) {
         let key = nick.to_ascii_lowercase();
         self.nicks.remove(&key);
+        if let Some(cluster) = &mut self.cluster {
+            cluster.release(nick); // after what was published about it: see `crate::cluster`
+        }
         self.held.insert(key.clone());
         out.push(Action::Release(key));
     }
@@ -534,7 +657,7 @@ fn capped_list(prefix: &str, items: &[&str]) -> String {
 }
 
 /// Formats one protocol line, with its `\n`, into a shareable buffer.
-fn line(args: fmt::Arguments<'_>) -> Bytes {
+pub(crate) fn line(args: fmt::Arguments<'_>) -> Bytes {
     let mut text = String::with_capacity(64);
     let _ = text.write_fmt(args);
     text.push('\n');

@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod command;
 pub mod flow;
 pub mod framing;
@@ -37,7 +38,7 @@ pub use bytes::Bytes;
 pub use command::Command;
 pub use flow::{MIN_OUTBOX_BYTES, SLOW_GRACE};
 pub use framing::{Frame, Framer};
-pub use hub::{Action, ClientId, Hub};
+pub use hub::{Action, ClientId, Handled, Hub};
 pub use outbox::Outbox;
 pub use server::{Event, Flushed, Limits, Server, ServerFull, WRITE_SLICES};
 

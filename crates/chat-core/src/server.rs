@@ -127,6 +127,9 @@ struct Conn {
     eof: bool,
     /// Since when it is behind (owed too much to take a waiting line, or past its bound).
     behind_since: Option<Instant>,
+    /// In a cluster: its input waits for the broker's answer to a claim (its `guestN` on
+    /// arrival, or a `/nick`).
+    claiming: bool,
 }
 
 impl Conn {
@@ -167,6 +170,10 @@ pub struct Server {
     now: Option<Instant>,
     /// [`Server::shutdown`] was called.
     stopping: bool,
+    /// In a cluster: a message from the broker did not fit, and the broker's input waits.
+    broker_waits: bool,
+    /// In a cluster: when this node says next that it is alive.
+    next_alive: Option<Instant>,
 }
 
 impl Server {
@@ -191,6 +198,18 @@ impl Server {
             close_timers: VecDeque::new(),
             now: None,
             stopping: false,
+            broker_waits: false,
+            next_alive: None,
+        }
+    }
+
+    /// An empty server that is one node of a cluster (see [`crate::cluster`]): nicks are
+    /// claimed on the broker, messages to rooms and other nodes' members go through it, and
+    /// [`Server::poll_cluster`] says what to do there.
+    pub fn clustered(limits: Limits, node: crate::cluster::NodeId) -> Self {
+        Self {
+            hub: Hub::clustered(node),
+            ..Self::new(limits)
         }
     }
 
@@ -222,7 +241,7 @@ impl Server {
     pub fn reading(&self, id: ClientId) -> bool {
         self.conns
             .get(&id)
-            .is_some_and(|c| !c.is_open() || c.pending.is_empty())
+            .is_some_and(|c| !c.is_open() || (c.pending.is_empty() && !c.claiming))
     }
 
     /// A new connection: welcomes it, or refuses it when `--max-clients` are connected or the
@@ -232,7 +251,14 @@ impl Server {
             return Err(ServerFull);
         }
         self.now = Some(now);
-        let id = self.hub.connect(&mut self.scratch);
+        // In a cluster the nick comes from the broker: the client is welcomed (and read
+        // from) once `claimed` says which `guestN` it got.
+        let clustered = self.hub.cluster().is_some();
+        let id = if clustered {
+            self.hub.arrive()
+        } else {
+            self.hub.connect(&mut self.scratch)
+        };
         self.conns.insert(
             id,
             Conn {
@@ -242,6 +268,7 @@ impl Server {
                 pending: Vec::new(),
                 eof: false,
                 behind_since: None,
+                claiming: clustered,
             },
         );
         self.route(now);
@@ -383,7 +410,10 @@ impl Server {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let slow = self.slow_timers.front().map(|&(at, _)| at);
         let close = self.close_timers.front().map(|&(at, _)| at);
-        slow.into_iter().chain(close).min()
+        slow.into_iter()
+            .chain(close)
+            .chain(self.cluster_deadline())
+            .min()
     }
 
     /// Time has come to `now`: clients behind for [`SLOW_GRACE`] are cut as slow consumers,
@@ -425,9 +455,125 @@ impl Server {
                 self.forget(id);
             }
         }
+        self.cluster_timers(now);
         self.route(now);
     }
     // ANCHOR_END: handle_timeout
+
+    /// In a cluster: the next thing to do on the broker (see [`crate::cluster`]).
+    pub fn poll_cluster(&mut self) -> Option<crate::cluster::ClusterAction> {
+        self.hub.poll_cluster()
+    }
+
+    /// In a cluster: the broker's answer to a [`crate::cluster::ClusterAction::Claim`] or
+    /// [`crate::cluster::ClusterAction::ClaimGuest`] for `id`.
+    pub fn claimed(&mut self, id: ClientId, nick: &str, granted: bool, now: Instant) {
+        self.now = Some(now);
+        let answer = self.hub.claimed(id, nick, granted, &mut self.scratch);
+        self.route(now);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match answer {
+            crate::cluster::Claimed::Arrived => {
+                conn.claiming = false;
+                self.events.push_back(Event::Resume(id));
+            }
+            crate::cluster::Claimed::Answered => {
+                conn.claiming = false;
+                self.unblocked = true; // its `/nick` is offered again
+            }
+            crate::cluster::Claimed::Stale => {}
+        }
+    }
+
+    /// In a cluster: a message from the broker (on any channel this node subscribed to).
+    /// `Ok(false)` means it does not fit yet (a local recipient is behind, as for any sender):
+    /// keep it, take nothing more from the broker, and offer it again after
+    /// [`crate::cluster::ClusterAction::ResumeBroker`].
+    pub fn remote(
+        &mut self,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<bool, crate::cluster::BadMessage> {
+        self.now = Some(now);
+        let message = crate::cluster::Message::decode(payload)?;
+        let bound = self.limits.outbox_bytes;
+        let mut fits = true;
+        let (conns, behind, slow_timers) =
+            (&mut self.conns, &mut self.behind, &mut self.slow_timers);
+        self.hub.reach_remote(&message, |to, need| {
+            let Some(conn) = conns.get_mut(&to) else {
+                return;
+            };
+            if !conn.is_open()
+                || (conn.behind_since.is_none() && flow::fits(conn.outbox.cost(), need, bound))
+            {
+                return;
+            }
+            fits = false;
+            if conn.behind_since.is_none() {
+                conn.behind_since = Some(now);
+                behind.push(to);
+                slow_timers.push_back((now + SLOW_GRACE, to));
+            }
+        });
+        if !fits {
+            self.broker_waits = true;
+            return Ok(false);
+        }
+        self.hub.apply(message, now, &mut self.scratch);
+        self.route(now);
+        Ok(true)
+    }
+
+    /// In a cluster: the broker's presence records, after
+    /// [`crate::cluster::ClusterAction::LoadPresence`].
+    pub fn load_presence(&mut self, records: &[(String, String)], now: Instant) {
+        self.now = Some(now);
+        self.hub.load_presence(records, now, &mut self.scratch);
+        self.route(now);
+    }
+
+    /// In a cluster: the broker is reachable (for the first time, or again).
+    pub fn broker_up(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.hub.broker_up(now);
+        self.next_alive = Some(now + crate::cluster::HEARTBEAT);
+    }
+
+    /// In a cluster: the broker is unreachable; local clients are served on.
+    pub fn broker_down(&mut self, now: Instant) {
+        self.now = Some(now);
+        self.hub.broker_down();
+        self.next_alive = None;
+    }
+
+    /// When the cluster's timers next have something to do: saying this node is alive, and
+    /// judging the oldest lease. Nothing while the broker is away.
+    fn cluster_deadline(&self) -> Option<Instant> {
+        let alive = self.next_alive?;
+        let lease = self
+            .hub
+            .cluster()
+            .and_then(|c| c.mirror().nodes.values().min().copied())
+            .map(|seen| seen + crate::cluster::LEASE);
+        Some(lease.map_or(alive, |lease| lease.min(alive)))
+    }
+
+    /// Heartbeats and leases.
+    fn cluster_timers(&mut self, now: Instant) {
+        let Some(alive) = self.next_alive else {
+            return;
+        };
+        if now >= alive {
+            self.hub.alive();
+            self.next_alive = Some(now + crate::cluster::HEARTBEAT);
+        }
+        if let Some(deadline) = now.checked_sub(crate::cluster::LEASE) {
+            self.hub.expire_nodes(deadline, &mut self.scratch);
+        }
+    }
 
     /// Handles the frames of `input` from `id` while they fit; keeps the rest in its
     /// `pending` and puts it in line to wait. Returns true when all of `input` was handled.
@@ -485,11 +631,19 @@ impl Server {
                 slow_timers.push_back((now + SLOW_GRACE, to));
             }
         });
-        if fits {
-            self.hub.handle(id, *frame, &mut self.scratch);
-            self.route(now);
+        if !fits {
+            return false;
         }
-        fits
+        if self.hub.try_handle(id, *frame, &mut self.scratch) == crate::hub::Handled::Claim {
+            // A cluster's `/nick`: the broker must answer first (see `claimed`).
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.claiming = true;
+            }
+            self.route(now);
+            return false;
+        }
+        self.route(now);
+        true
     }
     // ANCHOR_END: handle
 
@@ -566,6 +720,9 @@ impl Server {
         });
         if std::mem::take(&mut self.unblocked) {
             self.resume_waiting();
+            if std::mem::take(&mut self.broker_waits) {
+                self.hub.resume_broker();
+            }
         }
         for id in std::mem::take(&mut self.drained) {
             let Some(conn) = self.conns.get_mut(&id) else {
@@ -600,6 +757,10 @@ impl Server {
                 continue;
             };
             if !conn.is_open() || conn.pending.is_empty() {
+                continue;
+            }
+            if conn.claiming {
+                self.waiting.push_back(id); // its turn comes with the broker's answer
                 continue;
             }
             let input = std::mem::take(&mut conn.pending);

@@ -32,8 +32,14 @@ mod tests {
 
     #[test]
     fn the_lines_with_newlines_agree() {
-        assert_eq!(crate::SERVER_FULL_LINE, format!("{SERVER_FULL}\n").as_bytes());
-        assert_eq!(crate::SHUTDOWN_LINE, format!("{SHUTTING_DOWN}\n").as_bytes());
+        assert_eq!(
+            crate::SERVER_FULL_LINE,
+            format!("{SERVER_FULL}\n").as_bytes()
+        );
+        assert_eq!(
+            crate::SHUTDOWN_LINE,
+            format!("{SHUTTING_DOWN}\n").as_bytes()
+        );
         assert!(WELCOME.starts_with(NOTICE) && YOU_ARE_NOW.starts_with(NOTICE));
         assert!(SERVER_FULL.starts_with(ERROR));
     }

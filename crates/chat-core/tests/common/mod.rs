@@ -45,12 +45,17 @@ pub struct Stage {
 
 impl Stage {
     pub fn new(outbox_bytes: usize) -> Self {
+        Self::with(Server::new(Limits {
+            max_clients: 1000,
+            outbox_bytes,
+        }))
+    }
+
+    /// A stage around a given server (a cluster node, say).
+    pub fn with(server: Server) -> Self {
         let now = Instant::now();
         Self {
-            server: Server::new(Limits {
-                max_clients: 1000,
-                outbox_bytes,
-            }),
+            server,
             sockets: HashMap::new(),
             start: now,
             now,
@@ -59,7 +64,8 @@ impl Stage {
         }
     }
 
-    /// A new client, welcomed; `drains` says whether it reads.
+    /// A new client, welcomed (on a cluster node: once the broker gave it its nick); `drains`
+    /// says whether it reads.
     pub fn connect(&mut self, drains: bool) -> ClientId {
         let id = self.server.connect(self.now).unwrap();
         self.sockets.insert(

@@ -1,0 +1,406 @@
+//! A cluster of three nodes over an in-memory broker: the cluster's rules of the
+//! specification, checked without Redis and without a clock.
+#![allow(clippy::unwrap_used)] // in a test, a panic is a failed test
+
+mod common;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use chat_core::cluster::{Channel, ClusterAction, NodeId, PresenceRecord, Remote, LEASE};
+use chat_core::{ClientId, Limits, Server};
+use common::Stage;
+
+/// What Redis does for the nodes: channels, claims, presence records, in order.
+#[derive(Debug, Default)]
+struct Broker {
+    subscribers: HashMap<String, HashSet<usize>>,
+    claims: HashMap<String, NodeId>,
+    presence: HashMap<String, String>,
+    /// Messages on their way to each node: (channel, payload).
+    inbox: Vec<VecDeque<Vec<u8>>>,
+    /// Nodes that are cut off from the broker.
+    down: HashSet<usize>,
+}
+
+struct Cluster {
+    nodes: Vec<Stage>,
+    ids: Vec<NodeId>,
+    broker: Broker,
+    /// Claims answered later, as a round trip does: (node, client, nick, granted).
+    answers: VecDeque<(usize, ClientId, String, bool)>,
+    /// Nodes whose broker input waits for room.
+    held: HashSet<usize>,
+    /// Nodes that are dead: never pumped again.
+    dead: HashSet<usize>,
+}
+
+impl Cluster {
+    fn new(n: usize) -> Self {
+        Self::with_bound(n, 1 << 20)
+    }
+
+    fn with_bound(n: usize, outbox_bytes: usize) -> Self {
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            ids: Vec::new(),
+            broker: Broker::default(),
+            answers: VecDeque::new(),
+            held: HashSet::new(),
+            dead: HashSet::new(),
+        };
+        for i in 0..n {
+            let id = NodeId(0x1000 + i as u64);
+            let limits = Limits {
+                max_clients: 1000,
+                outbox_bytes,
+            };
+            let mut stage = Stage::with(Server::clustered(limits, id));
+            stage.server.broker_up(stage.now);
+            c.nodes.push(stage);
+            c.ids.push(id);
+            c.broker.inbox.push(VecDeque::new());
+        }
+        c.pump();
+        c
+    }
+
+    fn guest(&self) -> String {
+        (1..)
+            .map(|n| format!("guest{n}"))
+            .find(|g| !self.broker.claims.contains_key(g))
+            .unwrap()
+    }
+
+    /// Runs every node's broker actions and delivers every message, until nothing moves.
+    fn pump(&mut self) {
+        for _ in 0..1000 {
+            let mut busy = false;
+            for i in 0..self.nodes.len() {
+                if self.dead.contains(&i) {
+                    continue;
+                }
+                self.nodes[i].settle();
+                while let Some(action) = self.nodes[i].server.poll_cluster() {
+                    busy = true;
+                    self.act(i, action);
+                }
+            }
+            if let Some((i, client, nick, granted)) = self.answers.pop_front() {
+                busy = true;
+                let now = self.nodes[i].now;
+                self.nodes[i].server.claimed(client, &nick, granted, now);
+            }
+            for i in 0..self.nodes.len() {
+                if self.dead.contains(&i) || self.held.contains(&i) {
+                    continue;
+                }
+                while let Some(payload) = self.broker.inbox[i].pop_front() {
+                    busy = true;
+                    let now = self.nodes[i].now;
+                    if !self.nodes[i].server.remote(&payload, now).unwrap() {
+                        self.broker.inbox[i].push_front(payload);
+                        self.held.insert(i);
+                        break;
+                    }
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+        panic!("the cluster never settles");
+    }
+
+    fn act(&mut self, i: usize, action: ClusterAction) {
+        let node = self.ids[i];
+        let up = !self.broker.down.contains(&i);
+        match action {
+            ClusterAction::ResumeBroker => {
+                self.held.remove(&i);
+            }
+            _ if !up => {} // lost, as a publish to an unreachable broker is
+            ClusterAction::Subscribe(c) => {
+                self.broker
+                    .subscribers
+                    .entry(c.name())
+                    .or_default()
+                    .insert(i);
+            }
+            ClusterAction::Unsubscribe(c) => {
+                if let Some(s) = self.broker.subscribers.get_mut(&c.name()) {
+                    s.remove(&i);
+                }
+            }
+            ClusterAction::Publish {
+                channel,
+                message,
+                record,
+            } => {
+                if let Some(r) = record {
+                    self.record(r);
+                }
+                for &n in self
+                    .broker
+                    .subscribers
+                    .get(&channel.name())
+                    .into_iter()
+                    .flatten()
+                {
+                    if !self.broker.down.contains(&n) {
+                        self.broker.inbox[n].push_back(message.to_vec());
+                    }
+                }
+            }
+            ClusterAction::Record(r) => self.record(r),
+            ClusterAction::Claim { client, nick } => {
+                let key = nick.to_ascii_lowercase();
+                let granted = !self.broker.claims.contains_key(&key);
+                if granted {
+                    self.broker.claims.insert(key, node);
+                }
+                self.answers.push_back((i, client, nick, granted));
+            }
+            ClusterAction::ClaimGuest { client } => {
+                let nick = self.guest();
+                self.broker.claims.insert(nick.clone(), node);
+                self.answers.push_back((i, client, nick, true));
+            }
+            ClusterAction::Release { key, node: owner } => {
+                if self.broker.claims.get(&key) == Some(&owner) {
+                    self.broker.claims.remove(&key);
+                }
+            }
+            ClusterAction::Reclaim { nick } => {
+                self.broker
+                    .claims
+                    .entry(nick.to_ascii_lowercase())
+                    .or_insert(node);
+            }
+            ClusterAction::LoadPresence => {
+                let records: Vec<(String, String)> =
+                    self.broker.presence.clone().into_iter().collect();
+                let now = self.nodes[i].now;
+                self.nodes[i].server.load_presence(&records, now);
+            }
+        }
+    }
+
+    fn record(&mut self, r: PresenceRecord) {
+        match r {
+            PresenceRecord::Set { key, value } => {
+                self.broker.presence.insert(key, value);
+            }
+            PresenceRecord::Delete { key, node } => {
+                let owned = self
+                    .broker
+                    .presence
+                    .get(&key)
+                    .and_then(|v| Remote::decode(v))
+                    .is_some_and(|r| r.node == node);
+                if owned {
+                    self.broker.presence.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, node: usize) -> ClientId {
+        let id = self.nodes[node].connect(true);
+        self.pump();
+        id
+    }
+
+    fn say(&mut self, node: usize, id: ClientId, line: &str) {
+        self.nodes[node].write(id, format!("{line}\n").as_bytes());
+        self.pump();
+    }
+
+    fn lines(&self, node: usize, id: ClientId) -> Vec<String> {
+        self.nodes[node].lines(id)
+    }
+
+    fn last(&self, node: usize, id: ClientId) -> String {
+        self.lines(node, id).last().cloned().unwrap_or_default()
+    }
+
+    fn advance(&mut self, by: Duration) {
+        for i in 0..self.nodes.len() {
+            if !self.dead.contains(&i) {
+                self.nodes[i].advance(by);
+            }
+        }
+        self.pump();
+    }
+}
+
+#[test]
+fn guests_and_nicks_are_unique_across_the_cluster() {
+    let mut c = Cluster::new(3);
+    let a = c.connect(0);
+    let b = c.connect(1);
+    let d = c.connect(2);
+    assert_eq!(
+        c.lines(0, a)[0],
+        "* welcome guest1 (type /help for commands)"
+    );
+    assert_eq!(
+        c.lines(1, b)[0],
+        "* welcome guest2 (type /help for commands)"
+    );
+    assert_eq!(
+        c.lines(2, d)[0],
+        "* welcome guest3 (type /help for commands)"
+    );
+    c.say(0, a, "/nick alice");
+    assert_eq!(c.last(0, a), "* you are now alice");
+    c.say(1, b, "/nick ALICE");
+    assert_eq!(c.last(1, b), "! nick taken: ALICE");
+    // A nick freed on one node can be taken on another, and the room heard of it in order.
+    c.say(0, a, "/nick anna");
+    c.say(1, b, "/nick alice");
+    assert_eq!(c.last(1, b), "* you are now alice");
+    let seen = c.lines(2, d);
+    let renamed = seen
+        .iter()
+        .position(|l| l == "* alice is now anna")
+        .unwrap();
+    let taken = seen
+        .iter()
+        .position(|l| l == "* guest2 is now alice")
+        .unwrap();
+    assert!(renamed < taken, "{seen:?}");
+}
+
+#[test]
+fn a_room_message_reaches_every_node_once() {
+    let mut c = Cluster::new(3);
+    let clients: Vec<(usize, ClientId)> = (0..6).map(|i| (i % 3, c.connect(i % 3))).collect();
+    for &(n, id) in &clients {
+        c.say(n, id, "/join rust");
+    }
+    // The count in each reply includes the members on the other nodes.
+    for (k, &(n, id)) in clients.iter().enumerate() {
+        let reply = format!("* you joined rust ({} members)", k + 1);
+        assert!(
+            c.lines(n, id).contains(&reply),
+            "client {id} on node {n}: {:?}",
+            c.lines(n, id)
+        );
+    }
+    let (n0, sender) = clients[0];
+    for i in 0..20 {
+        c.say(n0, sender, &format!("hello {i}"));
+    }
+    for &(n, id) in &clients[1..] {
+        let got: Vec<String> = c
+            .lines(n, id)
+            .into_iter()
+            .filter(|l| l.starts_with("<guest1>"))
+            .collect();
+        let expected: Vec<String> = (0..20).map(|i| format!("<guest1> hello {i}")).collect();
+        assert_eq!(got, expected, "client {id} on node {n}");
+    }
+    assert!(
+        !c.lines(n0, sender)
+            .iter()
+            .any(|l| l.starts_with("<guest1>")),
+        "no echo"
+    );
+}
+
+#[test]
+fn who_rooms_and_msg_see_the_whole_cluster() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0);
+    let b = c.connect(1);
+    c.say(1, b, "/nick Bob");
+    c.say(0, a, "/who");
+    assert_eq!(c.last(0, a), "* members of lobby: Bob, guest1");
+    c.say(1, b, "/join rust");
+    c.say(0, a, "/rooms");
+    assert_eq!(c.last(0, a), "* rooms: lobby (1), rust (1)");
+    assert!(c.lines(0, a).contains(&"* Bob left lobby".to_string()));
+    c.say(0, a, "/msg bob psst");
+    assert_eq!(c.last(1, b), "[guest1] psst");
+    c.say(0, a, "/msg nobody hi");
+    assert_eq!(c.last(0, a), "! no such user: nobody");
+}
+
+#[test]
+fn a_lost_node_s_members_leave_and_their_nicks_are_free() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0);
+    let b = c.connect(1);
+    c.say(1, b, "/nick bob");
+    c.dead.insert(1); // SIGKILL: it says nothing more
+    c.advance(LEASE / 2);
+    assert!(!c.lines(0, a).iter().any(|l| l.contains("node lost")));
+    for _ in 0..8 {
+        c.advance(LEASE / 4);
+    }
+    assert!(
+        c.lines(0, a)
+            .contains(&"* bob left lobby (node lost)".to_string()),
+        "{:?}",
+        c.lines(0, a)
+    );
+    c.say(0, a, "/nick bob");
+    assert_eq!(c.last(0, a), "* you are now bob");
+}
+
+#[test]
+fn without_the_broker_a_node_serves_its_own_and_catches_up_after() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0);
+    let a2 = c.connect(0);
+    let b = c.connect(1);
+    c.broker.down.insert(0);
+    let now = c.nodes[0].now;
+    c.nodes[0].server.broker_down(now);
+    c.say(0, a, "local only");
+    assert_eq!(c.last(0, a2), "<guest1> local only");
+    assert!(!c.lines(1, b).contains(&"<guest1> local only".to_string()));
+    // Longer than a lease: the cut-off node must not declare the others lost meanwhile.
+    c.advance(LEASE * 2);
+    assert!(!c.lines(0, a).iter().any(|l| l.contains("node lost")));
+    c.broker.down.remove(&0);
+    let now = c.nodes[0].now;
+    c.nodes[0].server.broker_up(now);
+    c.pump();
+    c.say(0, a, "everywhere");
+    assert_eq!(c.last(1, b), "<guest1> everywhere");
+    c.say(1, b, "/who");
+    assert_eq!(c.last(1, b), "* members of lobby: guest1, guest2, guest3");
+}
+
+#[test]
+fn a_remote_burst_waits_for_local_readers() {
+    let mut c = Cluster::with_bound(2, 8192);
+    let sender = c.connect(0);
+    let reader = c.connect(1);
+    let sleeper = c.nodes[1].connect(false);
+    c.pump();
+    c.say(0, sender, &"x\n".repeat(5000));
+    // Node 1's sleeper is behind: node 1 takes nothing more from the broker until it is cut.
+    assert!(c.held.contains(&1));
+    c.advance(chat_core::SLOW_GRACE * 2);
+    assert!(c.nodes[1].sockets[&sleeper].cut);
+    let got = c
+        .lines(1, reader)
+        .iter()
+        .filter(|l| *l == "<guest1> x")
+        .count();
+    assert_eq!(got, 5000);
+}
+
+#[test]
+fn broker_messages_are_checked() {
+    let mut c = Cluster::new(1);
+    let now = c.nodes[0].now;
+    assert!(c.nodes[0]
+        .server
+        .remote(b"say\t0000000000000002\trust\t<evil>\thi", now)
+        .is_err());
+    let _ = Channel::Presence;
+}
