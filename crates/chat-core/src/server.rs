@@ -29,6 +29,8 @@ use crate::hub::{Action, ClientId, Hub, IdMap};
 use crate::outbox::Outbox;
 use crate::{CLOSE_GRACE, SHUTDOWN_GRACE, SLOW_GRACE};
 
+mod cluster;
+
 /// At most this many queued lines are handed to one `writev` (Linux accepts up to 1024; 64
 /// lines already turn 64 system calls into one).
 pub const WRITE_SLICES: usize = 64;
@@ -200,16 +202,6 @@ impl Server {
             stopping: false,
             broker_waits: false,
             next_alive: None,
-        }
-    }
-
-    /// An empty server that is one node of a cluster (see [`crate::cluster`]): nicks are
-    /// claimed on the broker, messages to rooms and other nodes' members go through it, and
-    /// [`Server::poll_cluster`] says what to do there.
-    pub fn clustered(limits: Limits, node: crate::cluster::NodeId) -> Self {
-        Self {
-            hub: Hub::clustered(node),
-            ..Self::new(limits)
         }
     }
 
@@ -459,121 +451,6 @@ impl Server {
         self.route(now);
     }
     // ANCHOR_END: handle_timeout
-
-    /// In a cluster: the next thing to do on the broker (see [`crate::cluster`]).
-    pub fn poll_cluster(&mut self) -> Option<crate::cluster::ClusterAction> {
-        self.hub.poll_cluster()
-    }
-
-    /// In a cluster: the broker's answer to a [`crate::cluster::ClusterAction::Claim`] or
-    /// [`crate::cluster::ClusterAction::ClaimGuest`] for `id`.
-    pub fn claimed(&mut self, id: ClientId, nick: &str, granted: bool, now: Instant) {
-        self.now = Some(now);
-        let answer = self.hub.claimed(id, nick, granted, &mut self.scratch);
-        self.route(now);
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        match answer {
-            crate::cluster::Claimed::Arrived => {
-                conn.claiming = false;
-                self.events.push_back(Event::Resume(id));
-            }
-            crate::cluster::Claimed::Answered => {
-                conn.claiming = false;
-                self.unblocked = true; // its `/nick` is offered again
-            }
-            crate::cluster::Claimed::Stale => {}
-        }
-    }
-
-    /// In a cluster: a message from the broker (on any channel this node subscribed to).
-    /// `Ok(false)` means it does not fit yet (a local recipient is behind, as for any sender):
-    /// keep it, take nothing more from the broker, and offer it again after
-    /// [`crate::cluster::ClusterAction::ResumeBroker`].
-    pub fn remote(
-        &mut self,
-        payload: &[u8],
-        now: Instant,
-    ) -> Result<bool, crate::cluster::BadMessage> {
-        self.now = Some(now);
-        let message = crate::cluster::Message::decode(payload)?;
-        let bound = self.limits.outbox_bytes;
-        let mut fits = true;
-        let (conns, behind, slow_timers) =
-            (&mut self.conns, &mut self.behind, &mut self.slow_timers);
-        self.hub.reach_remote(&message, |to, need| {
-            let Some(conn) = conns.get_mut(&to) else {
-                return;
-            };
-            if !conn.is_open()
-                || (conn.behind_since.is_none() && flow::fits(conn.outbox.cost(), need, bound))
-            {
-                return;
-            }
-            fits = false;
-            if conn.behind_since.is_none() {
-                conn.behind_since = Some(now);
-                behind.push(to);
-                slow_timers.push_back((now + SLOW_GRACE, to));
-            }
-        });
-        if !fits {
-            self.broker_waits = true;
-            return Ok(false);
-        }
-        self.hub.apply(message, now, &mut self.scratch);
-        self.route(now);
-        Ok(true)
-    }
-
-    /// In a cluster: the broker's presence records, after
-    /// [`crate::cluster::ClusterAction::LoadPresence`].
-    pub fn load_presence(&mut self, records: &[(String, String)], now: Instant) {
-        self.now = Some(now);
-        self.hub.load_presence(records, now, &mut self.scratch);
-        self.route(now);
-    }
-
-    /// In a cluster: the broker is reachable (for the first time, or again).
-    pub fn broker_up(&mut self, now: Instant) {
-        self.now = Some(now);
-        self.hub.broker_up(now);
-        self.next_alive = Some(now + crate::cluster::HEARTBEAT);
-    }
-
-    /// In a cluster: the broker is unreachable; local clients are served on.
-    pub fn broker_down(&mut self, now: Instant) {
-        self.now = Some(now);
-        self.hub.broker_down();
-        self.next_alive = None;
-    }
-
-    /// When the cluster's timers next have something to do: saying this node is alive, and
-    /// judging the oldest lease. Nothing while the broker is away.
-    fn cluster_deadline(&self) -> Option<Instant> {
-        let alive = self.next_alive?;
-        let lease = self
-            .hub
-            .cluster()
-            .and_then(|c| c.mirror().nodes.values().min().copied())
-            .map(|seen| seen + crate::cluster::LEASE);
-        Some(lease.map_or(alive, |lease| lease.min(alive)))
-    }
-
-    /// Heartbeats and leases.
-    fn cluster_timers(&mut self, now: Instant) {
-        let Some(alive) = self.next_alive else {
-            return;
-        };
-        if now >= alive {
-            self.hub.alive();
-            self.next_alive = Some(now + crate::cluster::HEARTBEAT);
-        }
-        if let Some(deadline) = now.checked_sub(crate::cluster::LEASE) {
-            self.hub.expire_nodes(deadline, &mut self.scratch);
-        }
-    }
 
     /// Handles the frames of `input` from `id` while they fit; keeps the rest in its
     /// `pending` and puts it in line to wait. Returns true when all of `input` was handled.
