@@ -436,7 +436,10 @@ impl EventLoop {
         // `write_vectored` is `writev(2)`. (A Rust program starts with SIGPIPE ignored, so
         // writing to a connection the peer closed is an EPIPE error here, not a dead server.)
         let mut stream = &conn.stream;
-        match self.server.flush(id, now, |lines| stream.write_vectored(lines)) {
+        match self
+            .server
+            .flush(id, now, |lines| stream.write_vectored(lines))
+        {
             Ok(Flushed::All | Flushed::Partly) => self.touched.push(id),
             Err(err) => {
                 log::debug!("client {id}: {err}");
@@ -451,7 +454,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let owed = self.server.outbox(id).is_some_and(|o| !o.is_empty());
+        let owed = self.server.owed(id);
         let wanted = if self.server.reading(id) { READ } else { 0 } | if owed { WRITE } else { 0 };
         if wanted == conn.interest {
             return;

@@ -227,13 +227,21 @@ impl Server {
     }
 
     /// Whether to read from `id` now. False while its input waits for room (until
-    /// [`Event::Resume`]) and once it is gone. A closing client is still read, and what it
-    /// sends ignored: closing a socket with unread input would make the kernel send a reset,
-    /// which destroys what the client was still owed.
+    /// [`Event::Resume`]), once it ended its stream (nothing more can come, and level-triggered
+    /// readiness would report that end on every call), and once it is gone. A closing client is
+    /// still read, and what it sends ignored: closing a socket with unread input makes the
+    /// kernel send a reset, which destroys what the client was still owed.
     pub fn reading(&self, id: ClientId) -> bool {
-        self.conns
-            .get(&id)
-            .is_some_and(|c| !c.is_open() || (c.pending.is_empty() && !c.claiming))
+        self.conns.get(&id).is_some_and(|c| match c.phase {
+            Phase::Open => c.pending.is_empty() && !c.claiming && !c.eof,
+            Phase::Closing { eof, .. } => !eof,
+            Phase::HungUp { .. } => true,
+        })
+    }
+
+    /// True when `id` is owed bytes its socket has not taken: watch it for writability.
+    pub fn owed(&self, id: ClientId) -> bool {
+        self.conns.get(&id).is_some_and(|c| !c.outbox.is_empty())
     }
 
     /// A new connection: welcomes it, or refuses it when `--max-clients` are connected or the
@@ -329,7 +337,10 @@ impl Server {
         self.now = Some(now);
         self.stopping = true;
         self.waiting.clear();
-        for conn in self.conns.values_mut() {
+        for (&id, conn) in self.conns.iter_mut() {
+            if !conn.pending.is_empty() && conn.is_open() && !conn.eof {
+                self.events.push_back(Event::Resume(id)); // read again, and ignore what comes
+            }
             conn.pending = Vec::new();
             conn.behind_since = None;
         }
@@ -540,8 +551,15 @@ impl Server {
         if !conn.is_open() {
             return;
         }
+        let was_waiting = !conn.pending.is_empty() || conn.claiming;
         conn.phase = Phase::Closing { deadline, eof };
         conn.pending = Vec::new();
+        conn.claiming = false;
+        if was_waiting && !eof && !conn.eof {
+            // It was not read while its input waited: read it again now (and ignore it), or
+            // an edge-triggered stage would never see its end of stream.
+            self.events.push_back(Event::Resume(id));
+        }
         if conn.behind_since.take().is_some() {
             self.unblocked = true;
         }
