@@ -12,8 +12,11 @@
 //! nc 127.0.0.1 7878      # in two or more terminals: everybody chats at once, on one thread
 //! ```
 //!
-//! The protocol itself is `chat_core::Server` (sans-IO): this file only moves bytes. One
-//! 64 KiB read buffer serves every client; per client we keep a socket and a few flags.
+//! The protocol itself is `chat_core::Server` (sans-IO): this file only moves bytes, passes
+//! the time in, and carries out what the server asks. One 64 KiB read buffer serves every
+//! client; per client we keep a socket and its id. Which clients to watch is asked afresh
+//! before every call, from the server: for reading, those whose input it takes
+//! ([`chat_core::Server::reading`]); for writing, those it says are owed bytes.
 //!
 //! ## Where it stops
 //!
@@ -29,15 +32,14 @@
 //! rebuild both sets (select overwrites them), the kernel copies them in, checks every
 //! descriptor and copies them back out, and we scan them again to find the ready ones.
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::mem;
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown as Direction, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use chat_core::hub::IdMap;
-use chat_core::{ClientId, Event, Outbox, Server};
+use chat_core::{ClientId, Event, Server};
 use chat_net::{AcceptError, Config, Shutdown};
 
 /// The most clients this stage holds: below `FD_SETSIZE` (1024), with room for stdin,
@@ -48,50 +50,58 @@ pub const SELECT_MAX_CLIENTS: usize = 1000;
 /// handled with one `read`; shared, so that an idle client costs no buffer at all.
 pub const READ_BUF: usize = 64 * 1024;
 
-/// At most this many queued lines go into one `writev`.
-const MAX_IOV: usize = 64;
-
-/// After SIGINT/SIGTERM, how long clients get to take their last bytes before we close them
-/// regardless.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// How long a closing client (`/quit`) may take to read the lines it is still owed, before its
-/// socket is closed anyway: a client that never reads must not keep its descriptor (one of
-/// only 1000) and its outbox forever.
-pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
 // ANCHOR: fd_set
-/// A set of descriptors for `select`: a fixed bitmap of `FD_SETSIZE` bits, on the stack.
-struct FdSet(libc::fd_set);
+/// A set of descriptors for `select`: a fixed bitmap of `FD_SETSIZE` bits, on the stack, and
+/// how much of it is in use.
+struct FdSet {
+    /// The bitmap the kernel reads and writes.
+    bits: libc::fd_set,
+    /// One more than the highest descriptor inserted since the last clear: the bits `select`
+    /// must look at. At most `FD_SETSIZE`, because [`FdSet::insert`] refuses any descriptor
+    /// that would take it further, and nothing else changes it.
+    nfds: usize,
+}
 
 impl FdSet {
     /// An empty set.
     fn new() -> Self {
         // SAFETY: `fd_set` is a plain array of integers, for which all-zero bits is a valid
         // value: the empty set, exactly what FD_ZERO writes.
-        Self(unsafe { mem::zeroed() })
+        let bits = unsafe { mem::zeroed() };
+        Self { bits, nfds: 0 }
     }
 
     /// Empties the set. `select` overwrites the sets it is given (in: "watch these", out:
     /// "these are ready"), so they are rebuilt before every call.
     fn clear(&mut self) {
         // SAFETY: the pointer comes from a live `&mut fd_set`.
-        unsafe { libc::FD_ZERO(&mut self.0) }
+        unsafe { libc::FD_ZERO(&mut self.bits) };
+        self.nfds = 0;
     }
 
     /// Adds `fd`. The caller checked [`fits_fd_set`]: this is the wall of the chapter.
     fn insert(&mut self, fd: RawFd) {
         assert!(fits_fd_set(fd), "descriptor {fd} does not fit in an fd_set");
-        // SAFETY: the pointer comes from a live `&mut fd_set`, and `fd` is in 0..FD_SETSIZE,
-        // so the bit FD_SET writes is inside the bitmap.
-        unsafe { libc::FD_SET(fd, &mut self.0) }
+        // SAFETY: the pointer comes from a live `&mut fd_set`, and `fd` is in 0..FD_SETSIZE
+        // (asserted just above), so the bit FD_SET writes is inside the bitmap.
+        unsafe { libc::FD_SET(fd, &mut self.bits) };
+        self.nfds = self.nfds.max(fd as usize + 1);
     }
 
     /// True when `fd` is in the set (after `select`: when it is ready).
     fn contains(&self, fd: RawFd) -> bool {
-        // SAFETY: the pointer comes from a live `&fd_set`; the bound was checked first, so
-        // FD_ISSET reads inside the bitmap.
-        fits_fd_set(fd) && unsafe { libc::FD_ISSET(fd, &self.0) }
+        if !fits_fd_set(fd) {
+            return false;
+        }
+        // SAFETY: the pointer comes from a live `&fd_set`, and `fd` is in 0..FD_SETSIZE
+        // (checked just above), so FD_ISSET reads inside the bitmap.
+        unsafe { libc::FD_ISSET(fd, &self.bits) }
+    }
+
+    /// The descriptors in the set, lowest first. `select` says only *how many* are ready, so
+    /// finding them means testing every bit that was watched.
+    fn iter(&self) -> impl Iterator<Item = RawFd> + '_ {
+        (0..self.nfds as RawFd).filter(|&fd| self.contains(fd))
     }
 }
 
@@ -104,12 +114,9 @@ pub fn fits_fd_set(fd: RawFd) -> bool {
 // ANCHOR: select_call
 /// Waits until a descriptor of `read` is readable or one of `write` is writable, or until
 /// `timeout` passes (`None`: no timeout). On return the sets hold only the ready descriptors.
-fn select(
-    max_fd: RawFd,
-    read: &mut FdSet,
-    write: &mut FdSet,
-    timeout: Option<Duration>,
-) -> io::Result<usize> {
+fn select(read: &mut FdSet, write: &mut FdSet, timeout: Option<Duration>) -> io::Result<usize> {
+    // The kernel looks at this many bits of each set: the highest descriptor inserted, + 1.
+    let nfds = read.nfds.max(write.nfds);
     let mut tv = timeout.map(|t| libc::timeval {
         tv_sec: t.as_secs().try_into().unwrap_or(libc::time_t::MAX),
         tv_usec: t.subsec_micros().into(),
@@ -118,13 +125,13 @@ fn select(
         .as_mut()
         .map_or(std::ptr::null_mut(), |tv| tv as *mut libc::timeval);
     // SAFETY: both set pointers come from live `&mut fd_set`s and the timeout pointer is null
-    // or points to a live `timeval`; `max_fd + 1` <= FD_SETSIZE because every descriptor in
-    // the sets went through `FdSet::insert`, so the kernel reads and writes inside them.
+    // or points to a live `timeval`. `nfds` is at most FD_SETSIZE (an `FdSet` never counts
+    // more: see its `nfds`), so the kernel reads and writes only bits inside both bitmaps.
     let ready = unsafe {
         libc::select(
-            max_fd + 1,
-            &mut read.0,
-            &mut write.0,
+            nfds as libc::c_int,
+            &mut read.bits,
+            &mut write.bits,
             std::ptr::null_mut(),
             tv_ptr,
         )
@@ -157,27 +164,25 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         fds: IdMap::default(),
         buf: vec![0; READ_BUF],
         dirty: Vec::new(),
-        closing: Vec::new(),
-        lingering: VecDeque::new(),
         accept_paused_until: None,
-        stop_deadline: None,
+        stopping: false,
     };
     event_loop.run()
 }
 // ANCHOR_END: run
 
-/// One client's socket, as the loop sees it.
+/// One client's socket, as the loop sees it. Everything else about the client (what it is
+/// owed, whether its input waits, whether it is closing) is the server's.
 #[derive(Debug)]
 struct Conn {
     /// The non-blocking socket.
     stream: TcpStream,
     /// Who this is for `chat_core::Server`.
     id: ClientId,
-    /// Its outbox holds bytes the socket did not take yet: watch it for writability.
-    want_write: bool,
-    /// The server closes it (`/quit`, slow consumer, shutdown): read no more, write what is
-    /// left, then close.
-    closing: bool,
+    /// A read returned 0: the client ended its stream. The end of a stream stays readable
+    /// for ever, so level-triggered `select` would report it on every call while the server
+    /// still writes the client's last lines: it leaves the read set for good.
+    ended: bool,
 }
 
 /// Everything the single thread owns.
@@ -187,7 +192,7 @@ struct EventLoop {
     listener: TcpListener,
     /// Readable once SIGINT/SIGTERM arrived.
     shutdown: Shutdown,
-    /// The protocol: hub, framers, outboxes.
+    /// The protocol: hub, framers, outboxes, flow control, timers.
     server: Server,
     /// Clients by descriptor number (`FD_SETSIZE` slots): fd_sets speak in descriptor numbers.
     slots: Vec<Option<Conn>>,
@@ -197,15 +202,10 @@ struct EventLoop {
     buf: Vec<u8>,
     /// Clients to write to at the end of this iteration.
     dirty: Vec<ClientId>,
-    /// Clients the server wants closed, handled at the end of this iteration.
-    closing: Vec<ClientId>,
-    /// Closing clients whose last bytes are not written yet, with the instant they will be
-    /// closed regardless. Oldest first: every entry gets the same [`CLOSE_LINGER`].
-    lingering: VecDeque<(Instant, ClientId)>,
     /// After EMFILE & co., the listener is not watched until then.
     accept_paused_until: Option<Instant>,
-    /// Set once shutting down: the loop ends when every client is gone or at this instant.
-    stop_deadline: Option<Instant>,
+    /// SIGINT/SIGTERM arrived: the loop ends when the server has closed every client.
+    stopping: bool,
 }
 
 impl EventLoop {
@@ -213,74 +213,70 @@ impl EventLoop {
     // ANCHOR: event_loop
     fn run(&mut self) -> io::Result<()> {
         let (mut readable, mut writable) = (FdSet::new(), FdSet::new());
-        loop {
+        while !self.server.is_stopped() {
+            // 1. What to wait for, asked afresh: O(n), every client, every time.
             let now = Instant::now();
-            if let Some(deadline) = self.stop_deadline {
-                if self.fds.is_empty() || now >= deadline {
-                    break;
-                }
-            }
-            self.expire_lingering(now);
-            // 1. What to wait for. O(n): every client, every time.
-            readable.clear();
-            writable.clear();
-            let (listener, shutdown) = (self.listener.as_raw_fd(), self.shutdown.fd());
-            let mut max_fd = listener.max(shutdown);
-            if self.stop_deadline.is_none() {
-                readable.insert(shutdown);
-            }
-            if self.accepting(now) {
-                readable.insert(listener);
-            }
-            for conn in self.slots.iter().flatten() {
-                let fd = conn.stream.as_raw_fd();
-                if !conn.closing {
-                    readable.insert(fd);
-                }
-                if conn.want_write {
-                    writable.insert(fd);
-                }
-                max_fd = max_fd.max(fd);
-            }
+            self.fill(&mut readable, &mut writable, now);
 
-            // 2. Sleep in the kernel until something is ready (or a timer is due).
-            match select(max_fd, &mut readable, &mut writable, self.timeout(now)) {
+            // 2. Sleep in the kernel until something is ready or the next deadline.
+            match select(&mut readable, &mut writable, self.timeout(now)) {
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err),
             }
 
             // 3. Which ones? select only says how many: scan every watched descriptor again.
-            if readable.contains(shutdown) {
-                self.begin_shutdown();
-            }
-            if readable.contains(listener) && self.stop_deadline.is_none() {
-                self.accept_all();
-            }
-            for fd in 0..=max_fd {
-                let Some(id) = self.client_at(fd) else {
-                    continue;
-                };
-                if readable.contains(fd) {
-                    self.on_readable(fd);
-                }
-                if writable.contains(fd) {
-                    self.dirty.push(id);
+            let now = Instant::now();
+            for fd in readable.iter() {
+                if fd == self.shutdown.fd() {
+                    self.begin_shutdown(now);
+                } else if fd == self.listener.as_raw_fd() {
+                    if !self.stopping {
+                        self.accept_all(now);
+                    }
+                } else {
+                    self.on_readable(fd, now);
                 }
             }
+            for fd in writable.iter() {
+                self.dirty.extend(self.client_at(fd));
+            }
+            self.server.handle_timeout(now);
 
             // 4. Deliver what all of that produced.
-            self.settle();
-        }
-        if !self.fds.is_empty() {
-            log::warn!(
-                "closing {} clients that did not take their last bytes",
-                self.fds.len()
-            );
+            self.settle(now);
         }
         Ok(())
     }
     // ANCHOR_END: event_loop
+
+    /// Builds the sets for the next `select`: the shutdown descriptor and the listener unless
+    /// we are stopping (or accepting is paused); a client for reading while the server takes
+    /// its input, for writing while it is owed bytes its socket did not take.
+    // ANCHOR: fill
+    fn fill(&mut self, readable: &mut FdSet, writable: &mut FdSet, now: Instant) {
+        readable.clear();
+        writable.clear();
+        if !self.stopping {
+            readable.insert(self.shutdown.fd());
+            if self.accepting(now) {
+                readable.insert(self.listener.as_raw_fd());
+            }
+        }
+        for conn in self.slots.iter().flatten() {
+            let fd = conn.stream.as_raw_fd();
+            // Not while its input waits for room: level-triggered, select would report its
+            // unread bytes on every call, and we would spin without reading them. Nor once
+            // its stream has ended: there is nothing left to read.
+            if self.server.reading(conn.id) && !conn.ended {
+                readable.insert(fd);
+            }
+            if self.server.outbox(conn.id).is_some_and(|o| !o.is_empty()) {
+                writable.insert(fd);
+            }
+        }
+    }
+    // ANCHOR_END: fill
 
     /// The client at descriptor `fd`, if `fd` is a client's.
     fn client_at(&self, fd: RawFd) -> Option<ClientId> {
@@ -290,9 +286,6 @@ impl EventLoop {
 
     /// True when the listener should be watched; ends an accept pause that is over.
     fn accepting(&mut self, now: Instant) -> bool {
-        if self.stop_deadline.is_some() {
-            return false;
-        }
         match self.accept_paused_until {
             Some(until) if now < until => false,
             _ => {
@@ -302,36 +295,33 @@ impl EventLoop {
         }
     }
 
-    /// How long `select` may sleep: until the next timer (the accept pause, the oldest
-    /// lingering close, the shutdown grace), or for ever if none is set.
+    /// How long `select` may sleep: until the server's next deadline (a slow consumer's
+    /// grace, a closing client's) or the end of an accept pause, or for ever if none is set.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        let linger = self.lingering.front().map(|&(at, _)| at);
-        [self.accept_paused_until, linger, self.stop_deadline]
+        let next = self
+            .accept_paused_until
             .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+            .chain(self.server.poll_timeout());
+        next.min().map(|at| at.saturating_duration_since(now))
     }
 
     /// The listener is readable: accept every pending connection, until `EWOULDBLOCK`.
     /// Level-triggered `select` would tell us again anyway, but one call per connection
     /// would rebuild and scan every set once per connection during a burst.
     // ANCHOR: accept_loop
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, _)) => self.admit(stream, now),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) => match chat_net::classify_accept_error(&err) {
-                    AcceptError::Retry => continue,
-                    AcceptError::Backoff => {
-                        // Out of descriptors: the pending connection stays pending, so the
-                        // listener stays readable. Watching it now would wake us at once,
-                        // forever: stop watching it, and let select's timeout end the pause.
-                        self.accept_paused_until = Some(Instant::now() + chat_net::ACCEPT_BACKOFF);
-                        return;
-                    }
-                },
+                Err(err) if chat_net::classify_accept_error(&err) == AcceptError::Retry => {}
+                Err(_) => {
+                    // Out of descriptors: the pending connection stays pending, so the
+                    // listener stays readable. Watching it now would wake us at once, forever:
+                    // leave it out of the sets, and let select's timeout end the pause.
+                    self.accept_paused_until = Some(now + chat_net::ACCEPT_BACKOFF);
+                    return;
+                }
             }
         }
     }
@@ -340,7 +330,7 @@ impl EventLoop {
     /// A new connection: refuse it (too many clients, or a descriptor select cannot watch)
     /// or welcome it.
     // ANCHOR: admit
-    fn admit(&mut self, stream: TcpStream) {
+    fn admit(&mut self, stream: TcpStream, now: Instant) {
         let fd = stream.as_raw_fd();
         if !fits_fd_set(fd) {
             log::warn!("descriptor {fd} is beyond FD_SETSIZE; refusing a client");
@@ -352,7 +342,7 @@ impl EventLoop {
             return;
         }
         let _ = stream.set_nodelay(true); // no Nagle delay on short lines, as in every stage
-        let Ok(id) = self.server.connect() else {
+        let Ok(id) = self.server.connect(now) else {
             chat_net::refuse(stream); // `! server full`: a fresh socket takes 14 bytes
             return;
         };
@@ -361,8 +351,7 @@ impl EventLoop {
         self.slots[fd as usize] = Some(Conn {
             stream,
             id,
-            want_write: false,
-            closing: false,
+            ended: false,
         });
     }
     // ANCHOR_END: admit
@@ -371,22 +360,24 @@ impl EventLoop {
     /// One read per wake-up is fair: a client that sent more than 64 KiB is still readable
     /// next time, after everybody else had their turn.
     // ANCHOR: on_readable
-    fn on_readable(&mut self, fd: RawFd) {
-        let Some(Some(conn)) = self.slots.get(fd as usize) else {
-            return;
+    fn on_readable(&mut self, fd: RawFd, now: Instant) {
+        let Some(Some(conn)) = self.slots.get_mut(fd as usize) else {
+            return; // closed earlier in this iteration
         };
         let id = conn.id;
         match (&conn.stream).read(&mut self.buf) {
-            Ok(0) => self.finish(id), // the client closed its end
-            Ok(n) => self.server.receive(id, &self.buf[..n]),
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+            // It ended its stream (a half-close, perhaps): a normal goodbye. The server still
+            // handles what came before, writes every reply, then says when to close.
+            Ok(0) => {
+                conn.ended = true;
+                self.server.eof(id, now);
+            }
+            Ok(n) => self.server.receive(id, &self.buf[..n], now),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
                 log::debug!("client {id}: {err}");
-                self.finish(id);
+                self.finish(id, now);
             }
         }
     }
@@ -394,135 +385,101 @@ impl EventLoop {
 
     /// Carries out the server's events. Flushing waits until every ready socket of this
     /// iteration was read: if three senders wrote to a room, each member gets all three lines
-    /// in one `writev` instead of three writes. Closing a client makes its room hear that it
-    /// left (more events), hence the loop.
+    /// in one `writev` instead of three writes. Writing may let waiting senders go on (more
+    /// events), hence the loop.
     // ANCHOR: settle
-    fn settle(&mut self) {
+    fn settle(&mut self, now: Instant) {
         loop {
             while let Some(event) = self.server.poll_event() {
                 match event {
                     Event::Flush(id) => self.dirty.push(id),
-                    Event::Close(id) => self.closing.push(id),
+                    // Nothing to do: the sets are rebuilt from `Server::reading` before every
+                    // call, so the next `select` watches it for reading again.
+                    Event::Resume(_) => {}
+                    Event::Hangup(id) => self.hang_up(id, now),
+                    Event::Close(id) => self.close(id),
                 }
             }
-            if self.dirty.is_empty() && self.closing.is_empty() {
+            let batch = mem::take(&mut self.dirty);
+            if batch.is_empty() {
                 return;
             }
-            let mut batch = mem::take(&mut self.dirty);
-            for id in batch.drain(..) {
-                self.flush(id);
+            for &id in &batch {
+                self.flush(id, now);
             }
-            self.dirty = batch; // keep the allocation for the next iteration
-            let mut batch = mem::take(&mut self.closing);
-            for id in batch.drain(..) {
-                if let Some(conn) = self.conn_mut(id) {
-                    conn.closing = true;
-                }
-                self.flush(id); // its last lines (`* bye`); closes it once they are out
-                if self.fds.contains_key(&id) {
-                    // The socket did not take them all: give it a little time, not forever.
-                    self.lingering
-                        .push_back((Instant::now() + CLOSE_LINGER, id));
-                }
-            }
-            self.closing = batch;
         }
     }
     // ANCHOR_END: settle
 
-    /// The connection of client `id`, if it is still open.
-    fn conn_mut(&mut self, id: ClientId) -> Option<&mut Conn> {
-        let fd = *self.fds.get(&id)?;
-        self.slots.get_mut(fd as usize)?.as_mut()
-    }
-
-    /// Writes what client `id` is owed, as far as its socket takes it. What is left waits for
-    /// writability; a closing client whose outbox is empty is closed.
+    /// Writes what client `id` is owed, as far as its socket takes it, many lines per
+    /// `writev` (the server's one write path, [`chat_core::Server::flush`]). What the socket
+    /// did not take stays owed, and puts the client in the next write set.
     // ANCHOR: flush
-    fn flush(&mut self, id: ClientId) {
+    fn flush(&mut self, id: ClientId, now: Instant) {
         let Some(&fd) = self.fds.get(&id) else {
             return; // closed earlier in this iteration
         };
-        let (Some(Some(conn)), Some(outbox)) =
-            (self.slots.get_mut(fd as usize), self.server.outbox(id))
-        else {
+        let Some(Some(conn)) = self.slots.get(fd as usize) else {
             return;
         };
-        let result = write_outbox(&conn.stream, outbox);
-        conn.want_write = !outbox.is_empty();
-        let done = conn.closing && !conn.want_write;
-        match result {
-            Ok(()) if done => self.finish(id), // e.g. `* bye` is out
-            Ok(()) => {}
-            Err(err) => {
-                log::debug!("client {id}: {err}");
-                self.finish(id);
-            }
+        // `write_vectored` is `writev(2)`. (A Rust program starts with SIGPIPE ignored, so
+        // writing to a connection the peer closed is an EPIPE error here, not a dead server.)
+        let mut stream = &conn.stream;
+        if let Err(err) = self
+            .server
+            .flush(id, now, |lines| stream.write_vectored(lines))
+        {
+            log::debug!("client {id}: {err}");
+            self.finish(id, now);
         }
     }
     // ANCHOR_END: flush
 
-    /// Closes the lingering clients whose time is up. (The others were closed by `flush` as
-    /// soon as their last byte was written; their entries just expire here.)
-    fn expire_lingering(&mut self, now: Instant) {
-        while let Some(&(at, id)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
-            if self.fds.contains_key(&id) {
-                log::debug!("client {id}: did not read its last lines in {CLOSE_LINGER:?}");
-                self.finish(id);
-            }
+    /// Everything owed is written and the server is done with the client: send our end of
+    /// the stream (FIN) and go on reading, and ignoring, what it sends until it ends its own.
+    /// Closing now, with its bytes unread, would make the kernel answer with a reset. It
+    /// stays in the read set: `Server::reading` is true for a client being closed.
+    // ANCHOR: hang_up
+    fn hang_up(&mut self, id: ClientId, now: Instant) {
+        let Some(&fd) = self.fds.get(&id) else {
+            return;
+        };
+        let Some(Some(conn)) = self.slots.get(fd as usize) else {
+            return;
+        };
+        if let Err(err) = conn.stream.shutdown(Direction::Write) {
+            log::debug!("client {id}: {err}");
+            self.finish(id, now);
         }
-        self.settle();
     }
+    // ANCHOR_END: hang_up
 
-    /// Closes client `id`'s socket and tells the server it is gone.
-    fn finish(&mut self, id: ClientId) {
+    /// Closes client `id`'s socket (the server said so, or it failed).
+    fn close(&mut self, id: ClientId) {
         if let Some(fd) = self.fds.remove(&id) {
             self.slots[fd as usize] = None; // dropping the stream closes the descriptor
             log::debug!("client {id} closed");
         }
-        self.server.close(id);
     }
 
-    /// SIGINT/SIGTERM: stop accepting, tell everybody, and give them [`SHUTDOWN_GRACE`] to
-    /// take their last bytes.
+    /// The connection failed: close it and tell the server, whose room hears that it left.
+    fn finish(&mut self, id: ClientId, now: Instant) {
+        self.close(id);
+        self.server.closed(id, now);
+    }
+
+    /// SIGINT/SIGTERM: stop accepting (the listener and the shutdown descriptor leave the
+    /// sets) and let the server say goodbye to everybody; the loop ends once it has closed
+    /// them all, within its shutdown grace.
     // ANCHOR: shutdown
-    fn begin_shutdown(&mut self) {
+    fn begin_shutdown(&mut self, now: Instant) {
         log::info!("shutting down ({} clients)", self.fds.len());
-        self.stop_deadline = Some(Instant::now() + SHUTDOWN_GRACE);
-        self.server.shutdown();
+        self.stopping = true;
+        self.accept_paused_until = None; // no accepting to resume: no deadline to wake for
+        self.server.shutdown(now);
     }
     // ANCHOR_END: shutdown
 }
-
-/// Writes as much of `outbox` as the socket takes, many lines per `writev` system call.
-/// `Ok` also when the socket's send buffer is full: the rest stays queued for later.
-// ANCHOR: write_outbox
-fn write_outbox(mut stream: &TcpStream, outbox: &mut Outbox) -> io::Result<()> {
-    while !outbox.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOV];
-        let count = outbox.io_slices(&mut slices);
-        let offered: usize = slices[..count].iter().map(|s| s.len()).sum();
-        // `write_vectored` is `writev(2)`. (A Rust program starts with SIGPIPE ignored, so
-        // writing to a connection the peer closed is an EPIPE error here, not a dead server.)
-        let written = match stream.write_vectored(&slices[..count]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        outbox.consume(written);
-        if written < offered {
-            return Ok(()); // the send buffer is full; wait for writability
-        }
-    }
-    Ok(())
-}
-// ANCHOR_END: write_outbox
 
 #[cfg(test)]
 mod tests {
@@ -543,13 +500,44 @@ mod tests {
         set.insert(1023);
         assert!(set.contains(3) && set.contains(1023));
         assert!(!set.contains(4) && !set.contains(1024));
+        assert_eq!(set.iter().collect::<Vec<_>>(), vec![3, 1023]);
         set.clear();
         assert!(!set.contains(3) && !set.contains(1023));
+        assert_eq!(set.iter().count(), 0);
+    }
+
+    #[test]
+    fn nfds_follows_what_was_inserted_and_never_passes_fd_setsize() {
+        let mut set = FdSet::new();
+        assert_eq!(set.nfds, 0);
+        set.insert(7);
+        set.insert(2);
+        assert_eq!(set.nfds, 8);
+        set.insert(1023);
+        assert_eq!(set.nfds, libc::FD_SETSIZE);
+        set.clear();
+        assert_eq!(set.nfds, 0);
     }
 
     #[test]
     #[should_panic(expected = "does not fit in an fd_set")]
     fn inserting_beyond_fd_setsize_panics_instead_of_corrupting_memory() {
         FdSet::new().insert(1024);
+    }
+
+    #[test]
+    fn select_reports_what_is_ready() {
+        use std::os::unix::net::UnixStream;
+        let (a, mut b) = UnixStream::pair().expect("socketpair");
+        let (mut read, mut write) = (FdSet::new(), FdSet::new());
+        read.insert(a.as_raw_fd());
+        let timeout = Some(Duration::from_millis(1));
+        assert_eq!(select(&mut read, &mut write, timeout).expect("select"), 0);
+        b.write_all(b"x").expect("write");
+        read.clear();
+        read.insert(a.as_raw_fd());
+        let timeout = Some(Duration::from_secs(5));
+        assert_eq!(select(&mut read, &mut write, timeout).expect("select"), 1);
+        assert_eq!(read.iter().collect::<Vec<_>>(), vec![a.as_raw_fd()]);
     }
 }

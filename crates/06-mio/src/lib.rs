@@ -20,26 +20,35 @@
 //! Not hidden, because it is the program, not the platform:
 //!
 //! - mio is **edge-triggered**: it reports a socket when it *becomes* ready, not while it
-//!   *is* ready. After an event we must either drain the socket (accept until the backlog is
-//!   empty, read until the receive buffer is empty) or remember by ourselves that we did not
-//!   ([`EventLoop::unfinished`]), because the kernel will not say it again.
+//!   *is* ready. The kernel says it once; remembering it is ours. A client whose socket may
+//!   still hold bytes waits in `EventLoop::unfinished` until a `read` says `WouldBlock`, and
+//!   only `WouldBlock` proves the socket empty: a short read does not (Linux's `recv` stops
+//!   at a TCP urgent mark, and the end of the stream may have come in the same edge as the
+//!   last bytes).
+//! - Not reading is ours too. While a client's input waits for room (flow control, decided
+//!   by `chat_core::Server`), we simply do not read it; when the server lets it go on
+//!   (`Event::Resume`), no new edge will come for the bytes already in the kernel, so the loop
+//!   puts the client back in `unfinished` itself.
 //! - Buffers are ours: one read buffer for the whole loop, and each client's bounded outbox
-//!   (inside [`chat_core::Server`]).
-//! - Partial writes are ours: `writev` takes what fits in the socket's send buffer, and we
-//!   keep the rest for the next writable event.
-//! - Bookkeeping is ours: which token is which socket, when to stop accepting, when a
-//!   closing connection has finally written its goodbye.
+//!   (inside [`chat_core::Server`]). Partial writes are ours: `writev` takes what fits in the
+//!   socket's send buffer, and the rest waits for the next writable edge.
+//! - The server decides, the loop obeys: who is a slow consumer, when a closing client is
+//!   hung up or closed, when a grace runs out. The loop passes the time in and sleeps until a
+//!   socket is ready or the server's next deadline.
 //!
 //! Apart from mio, everything comes from the crates every stage shares: the protocol from
 //! `chat-core`; the flags, listener, signals and accept back-off from `chat-net`.
 
+#![forbid(unsafe_code)]
+
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::mem;
+use std::net::Shutdown as Direction;
 use std::time::{Duration, Instant};
 
 use chat_core::hub::IdMap;
-use chat_core::{ClientId, Outbox, Server};
+use chat_core::{ClientId, Event as ServerEvent, Flushed, Server};
 use chat_net::{AcceptError, Config, Shutdown};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -73,14 +82,6 @@ const READ_BUF: usize = 64 * 1024;
 /// keeps them on its ready list for the next call.
 const EVENTS: usize = 1024;
 
-/// Queued lines handed to one `writev`. Linux accepts up to 1024; 64 lines already make one
-/// system call out of what a thread-per-client server does in 64.
-const WRITE_SLICES: usize = 64;
-
-/// How long a closing connection (after `/quit`, or at shutdown) may take to read what it is
-/// still owed before we close it anyway.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
 /// Serves every client on the calling thread, with one mio event loop, until `shutdown` is
 /// triggered; then says goodbye to everyone and returns.
 // ANCHOR: run
@@ -106,17 +107,14 @@ enum Accepting {
     Stopped,
 }
 
-/// What the loop keeps per client, beside what `chat_core::Server` keeps (its framer and
-/// outbox).
+/// What the loop keeps per client, beside what `chat_core::Server` keeps (its framer,
+/// outbox, flow-control and closing state).
 #[derive(Debug)]
 struct Conn {
     /// The socket, registered under the client's token for reading and writing.
     stream: TcpStream,
     /// True while the client waits in [`EventLoop::unfinished`].
     unfinished: bool,
-    /// The peer closed its end, or the socket failed: an event said so, and it says so only
-    /// once. From now on a short read proves nothing; we read until the end of the stream.
-    hung_up: bool,
 }
 
 /// The whole server: one poller, one listener, one protocol state, every socket.
@@ -128,22 +126,21 @@ struct EventLoop {
     listener: TcpListener,
     /// Whether `listener` is registered, and if not, until when.
     accepting: Accepting,
-    /// The protocol: hub, framers and outboxes. It does no I/O; we do.
+    /// The protocol: hub, framers, outboxes, flow control, timers. It does no I/O; we do.
     server: Server,
     /// Every open client socket, by client id (which is also its token).
     conns: IdMap<Conn>,
     /// The one read buffer, shared by every client.
     buf: Box<[u8]>,
-    /// Clients that may have more bytes to read than they got this turn. Edge-triggered
-    /// readiness will not report them again, so the loop gives them another turn itself.
+    /// Clients whose socket may hold bytes (or the end of the stream) we have not read: an
+    /// edge said so, or the server let their input go on, and no `read` has said
+    /// `WouldBlock` since. Edge-triggered readiness will not report them again, so the loop
+    /// gives each of them a turn itself, one read per turn.
     unfinished: VecDeque<ClientId>,
     /// Clients to write to at the end of this iteration (their outbox got lines, or their
     /// socket has room again).
     dirty: Vec<ClientId>,
-    /// Closing connections, with the instant they are closed even if their last lines are
-    /// not written yet. Oldest first: every entry gets the same [`CLOSE_LINGER`].
-    lingering: VecDeque<(Instant, ClientId)>,
-    /// Set on SIGINT/SIGTERM; the loop ends once the last connection is closed.
+    /// Set on SIGINT/SIGTERM; the loop ends once the server has closed every client.
     stopping: bool,
 }
 
@@ -166,7 +163,6 @@ impl EventLoop {
             buf: vec![0; READ_BUF].into_boxed_slice(),
             unfinished: VecDeque::new(),
             dirty: Vec::new(),
-            lingering: VecDeque::new(),
             stopping: false,
         })
     }
@@ -176,8 +172,9 @@ impl EventLoop {
     // ANCHOR: event_loop
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS);
-        loop {
-            // 1. Sleep until something is ready or a timer is due.
+        while !self.server.is_stopped() {
+            // 1. Sleep until something is ready or a deadline is due (not at all while a
+            //    client may have bytes left).
             let timeout = self.timeout(Instant::now());
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -185,27 +182,27 @@ impl EventLoop {
                 }
                 return Err(err);
             }
-            // 2. Handle what is ready, then what we remembered ourselves.
+            // 2. Note what is ready; then every client that may have bytes gets one read.
+            let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_all(),
-                    SHUTDOWN => self.stop(),
-                    token => self.on_client_event(client_of(token), event),
+                    LISTENER => self.accept_all(now),
+                    SHUTDOWN => self.stop(now),
+                    token => self.on_client_event(client_of(token), event, now),
                 }
             }
-            self.resume_unfinished();
-            self.on_timers(Instant::now());
+            self.read_turn(now);
+            self.on_timers(now);
             // 3. Deliver what all of that produced.
-            self.settle();
-            if self.stopping && self.conns.is_empty() {
-                return Ok(());
-            }
+            self.settle(now);
         }
+        Ok(())
     }
     // ANCHOR_END: event_loop
 
-    /// How long `poll` may sleep: not at all if a client has bytes left to read, until the
-    /// next timer (accept back-off, a lingering close) if there is one, else until an event.
+    /// How long `poll` may sleep: not at all if a client may have bytes left to read, until
+    /// the next deadline (the server's, or the end of an accept back-off) if there is one,
+    /// else until an event.
     fn timeout(&self, now: Instant) -> Option<Duration> {
         if !self.unfinished.is_empty() {
             return Some(Duration::ZERO);
@@ -214,10 +211,9 @@ impl EventLoop {
             Accepting::PausedUntil(at) => Some(at),
             Accepting::Yes | Accepting::Stopped => None,
         };
-        let linger = self.lingering.front().map(|&(at, _)| at);
         resume
             .into_iter()
-            .chain(linger)
+            .chain(self.server.poll_timeout())
             .min()
             .map(|at| at.saturating_duration_since(now))
     }
@@ -226,14 +222,14 @@ impl EventLoop {
     /// whole burst of connects: stopping before `WouldBlock` would strand the rest in the
     /// backlog until some later connect happens to come along.
     // ANCHOR: accept_loop
-    fn accept_all(&mut self) {
+    fn accept_all(&mut self, now: Instant) {
         while self.accepting == Accepting::Yes {
             match self.listener.accept() {
-                Ok((stream, _peer)) => self.admit(stream),
+                Ok((stream, _peer)) => self.admit(stream, now),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) => match chat_net::classify_accept_error(&err) {
                     AcceptError::Retry => continue,
-                    AcceptError::Backoff => self.pause_accepting(),
+                    AcceptError::Backoff => self.pause_accepting(now),
                 },
             }
         }
@@ -244,17 +240,18 @@ impl EventLoop {
     /// Deregistered, the listener wakes nobody however many clients knock, and the `poll`
     /// timeout brings us back after `ACCEPT_BACKOFF` (see [`EventLoop::on_timers`]).
     // ANCHOR: backoff
-    fn pause_accepting(&mut self) {
+    fn pause_accepting(&mut self, now: Instant) {
         if let Err(err) = self.poll.registry().deregister(&mut self.listener) {
             log::warn!("cannot deregister the listener: {err}");
         }
-        self.accepting = Accepting::PausedUntil(Instant::now() + chat_net::ACCEPT_BACKOFF);
+        self.accepting = Accepting::PausedUntil(now + chat_net::ACCEPT_BACKOFF);
     }
 
     /// The back-off is over: watch the listener again, and take what waited meanwhile
     /// ourselves rather than count on the poller to report a backlog that filled up while
-    /// the listener was not registered.
-    fn resume_accepting(&mut self) {
+    /// the listener was not registered. If the registration fails, the pause goes on: a
+    /// server that cannot accept for a while still serves its clients.
+    fn resume_accepting(&mut self, now: Instant) {
         match self
             .poll
             .registry()
@@ -262,11 +259,11 @@ impl EventLoop {
         {
             Ok(()) => {
                 self.accepting = Accepting::Yes;
-                self.accept_all();
+                self.accept_all(now);
             }
             Err(err) => {
                 log::warn!("cannot register the listener again: {err}");
-                self.accepting = Accepting::PausedUntil(Instant::now() + chat_net::ACCEPT_BACKOFF);
+                self.accepting = Accepting::PausedUntil(now + chat_net::ACCEPT_BACKOFF);
             }
         }
     }
@@ -274,15 +271,12 @@ impl EventLoop {
 
     /// A new connection: welcome it (or refuse it beyond `--max-clients`) and watch it.
     // ANCHOR: admit
-    fn admit(&mut self, mut stream: TcpStream) {
+    fn admit(&mut self, mut stream: TcpStream, now: Instant) {
         if let Err(err) = stream.set_nodelay(true) {
             log::debug!("set_nodelay: {err}");
         }
-        let Ok(id) = self.server.connect() else {
-            // A new socket's send buffer is empty, so the line fits; if the client is already
-            // gone, there is nobody to tell. Dropping the stream closes it.
-            let _ = stream.write(chat_core::SERVER_FULL_LINE);
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+        let Ok(id) = self.server.connect(now) else {
+            chat_net::refuse(stream.into()); // `! server full`: a fresh socket takes 14 bytes
             return;
         };
         // Readable *and* writable, once, for the connection's whole life. Edge-triggered, a
@@ -300,30 +294,31 @@ impl EventLoop {
                 let conn = Conn {
                     stream,
                     unfinished: false,
-                    hung_up: false,
                 };
                 self.conns.insert(id, conn);
                 log::debug!("client {id} connected ({} open)", self.conns.len());
             }
             Err(err) => {
                 log::warn!("cannot watch a new client: {err}");
-                self.server.close(id);
+                self.server.closed(id, now);
             }
         }
     }
     // ANCHOR_END: admit
 
     /// Something happened on a client's socket. One event may say both readable and writable.
+    /// Nothing is read here: the client joins the line of those to read, and gets its turn in
+    /// [`EventLoop::read_turn`] with everybody else.
     // ANCHOR: on_client_event
-    fn on_client_event(&mut self, id: ClientId, event: &Event) {
-        let hung_up = event.is_read_closed() || event.is_error();
-        if hung_up {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.hung_up = true;
-            }
+    fn on_client_event(&mut self, id: ClientId, event: &Event, now: Instant) {
+        if event.is_error() {
+            // A reset, or another error: nothing more will come through this socket.
+            return self.finish(id, now);
         }
-        if event.is_readable() || hung_up {
-            self.on_readable(id); // an end of stream or an error is found by reading
+        // The end of the stream (a half-close included) is found by reading, like bytes: the
+        // server still handles what came before it and writes every reply.
+        if event.is_readable() || event.is_read_closed() {
+            self.remember_unfinished(id);
         }
         if event.is_writable() {
             self.dirty.push(id); // its socket has room again: write what is left
@@ -331,43 +326,54 @@ impl EventLoop {
     }
     // ANCHOR_END: on_client_event
 
-    /// One `read` into the shared buffer, then the protocol.
+    /// One turn of reading: every client that may have bytes left gets one `read` into the
+    /// shared buffer, in the order they got in line.
     ///
     /// One read per turn is fairness: a client that sends faster than we parse gets 64 KiB,
-    /// then everybody else has their turn. But edge-triggered readiness has told us *once*:
-    /// if we leave bytes in the socket, no event will remind us. A read that came back
-    /// shorter than the buffer took everything the kernel had (tokio reasons the same way on
-    /// epoll and kqueue), so the next byte to arrive will be a new edge. A read that filled
-    /// the buffer may have left more: the client goes into `unfinished` for another turn.
-    /// So does a client that hung up: its last bytes and its end of stream may have come in
-    /// one edge, and no other edge will come to tell us about the end.
+    /// then everybody else has their turn. But edge-triggered readiness has told us *once*, so
+    /// a client leaves the line only when its socket is proven empty (`WouldBlock`) or ended.
+    /// A short read proves nothing: `recv` also stops at a TCP urgent mark, and the end of
+    /// the stream may have arrived with the last bytes, in the same edge.
     // ANCHOR: on_readable
-    fn on_readable(&mut self, id: ClientId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return; // closed earlier in this batch
-        };
-        match conn.stream.read(&mut self.buf) {
-            Ok(0) => {
-                log::debug!("client {id} closed the connection");
-                self.drop_client(id);
-            }
-            Ok(n) => {
-                let more = n == self.buf.len() || conn.hung_up;
-                self.server.receive(id, &self.buf[..n]);
-                if more {
-                    self.remember_unfinished(id);
-                }
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {} // nothing after all
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => self.remember_unfinished(id),
-            Err(err) => {
-                log::debug!("client {id}: read: {err}");
-                self.drop_client(id);
+    fn read_turn(&mut self, now: Instant) {
+        for _ in 0..self.unfinished.len() {
+            let Some(id) = self.unfinished.pop_front() else {
+                break;
+            };
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue; // closed meanwhile
+            };
+            conn.unfinished = false;
+            // While its input waits for room, the server takes nothing from it: leave its
+            // bytes in the kernel. `Event::Resume` puts it back in line.
+            if self.server.reading(id) {
+                self.read_once(id, now);
             }
         }
     }
 
-    /// Puts a client whose socket may hold more bytes in line for another turn.
+    /// One `read` from client `id`, then the protocol. The client stays in line unless the
+    /// socket said it is empty or ended.
+    fn read_once(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match conn.stream.read(&mut self.buf) {
+            Ok(0) => self.server.eof(id, now), // it ended its stream: a normal goodbye
+            Ok(n) => {
+                self.server.receive(id, &self.buf[..n], now);
+                self.remember_unfinished(id); // short or not: only `WouldBlock` says empty
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {} // the next byte is an edge
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => self.remember_unfinished(id),
+            Err(err) => {
+                log::debug!("client {id}: read: {err}");
+                self.finish(id, now);
+            }
+        }
+    }
+
+    /// Puts a client whose socket may hold bytes in line for the next turn.
     fn remember_unfinished(&mut self, id: ClientId) {
         if let Some(conn) = self.conns.get_mut(&id) {
             if !conn.unfinished {
@@ -376,40 +382,23 @@ impl EventLoop {
             }
         }
     }
-
-    /// Gives each client in `unfinished` its next turn. One that fills the buffer again goes
-    /// to the back, for the next iteration: `poll` with a zero timeout comes first, so clients
-    /// with new events are not kept waiting behind it.
-    fn resume_unfinished(&mut self) {
-        for _ in 0..self.unfinished.len() {
-            let Some(id) = self.unfinished.pop_front() else {
-                break;
-            };
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.unfinished = false;
-                self.on_readable(id);
-            }
-        }
-    }
     // ANCHOR_END: on_readable
 
     /// Carries out what the protocol asked for. Writing waits until every ready socket of
     /// this iteration was read: if three senders wrote to a room, each member gets all three
-    /// lines in one `writev` instead of three. Closing a client makes its room hear that it
-    /// left (more events), hence the loop.
+    /// lines in one `writev` instead of three. Writing may let waiting senders go on (more
+    /// events), hence the loop.
     // ANCHOR: settle
-    fn settle(&mut self) {
+    fn settle(&mut self, now: Instant) {
         loop {
             while let Some(event) = self.server.poll_event() {
                 match event {
-                    chat_core::Event::Flush(id) => self.dirty.push(id),
-                    chat_core::Event::Close(id) => {
-                        // Write its last lines (`* bye`) first; `flush` closes it once they
-                        // are out, or the timer does.
-                        self.lingering
-                            .push_back((Instant::now() + CLOSE_LINGER, id));
-                        self.dirty.push(id);
-                    }
+                    ServerEvent::Flush(id) => self.dirty.push(id),
+                    // Its bytes are already in the kernel, and no new edge will come for
+                    // them: read it on the next turn without waiting for an event.
+                    ServerEvent::Resume(id) => self.remember_unfinished(id),
+                    ServerEvent::Hangup(id) => self.hang_up(id, now),
+                    ServerEvent::Close(id) => self.close(id),
                 }
             }
             if self.dirty.is_empty() {
@@ -417,39 +406,58 @@ impl EventLoop {
             }
             let mut batch = mem::take(&mut self.dirty);
             for id in batch.drain(..) {
-                self.flush(id);
+                self.flush(id, now);
             }
             self.dirty = batch; // keep the allocation for the next iteration
         }
     }
     // ANCHOR_END: settle
 
-    /// Writes what a client is owed until its outbox is empty or its socket is full, then
-    /// finishes a close that was waiting for exactly that. A write error ends the client.
+    /// Writes what a client is owed through the server's one write path,
+    /// [`chat_core::Server::flush`]: `writev`, many queued lines per system call, until
+    /// nothing is owed or the socket is full. A full socket is not an error: it is what makes
+    /// the next writable edge come (from full to not full), and the rest waits in the outbox.
     // ANCHOR: flush
-    fn flush(&mut self, id: ClientId) {
-        let (Some(conn), Some(outbox)) = (self.conns.get_mut(&id), self.server.outbox(id)) else {
+    fn flush(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return; // closed earlier in this iteration
         };
-        match write_outbox(&mut conn.stream, outbox) {
-            Ok(()) => {
-                let drained = outbox.is_empty();
-                if drained && self.server.is_closing(id) {
-                    self.drop_client(id); // its goodbye is written: now close
-                }
-            }
+        let stream = &mut conn.stream;
+        match self
+            .server
+            .flush(id, now, |lines| stream.write_vectored(lines))
+        {
+            Ok(Flushed::All | Flushed::Partly) => {}
             Err(err) => {
                 log::debug!("client {id}: write: {err}");
-                self.drop_client(id);
+                self.finish(id, now);
             }
         }
     }
     // ANCHOR_END: flush
 
-    /// Forgets a client: deregister and close its socket, and tell the protocol, whose
-    /// consequences (`* NICK left ROOM`) [`EventLoop::settle`] carries out.
+    /// Everything owed is written and the server is done with the client: end our side of
+    /// the stream, and read on until the client ends its side (the server ignores what it
+    /// sends). Closing now, with its bytes unread, would make the kernel send a reset. It is
+    /// put in line at once: bytes it sent while its input waited are in the kernel already,
+    /// and edge-triggered readiness may never mention them again.
+    // ANCHOR: hang_up
+    fn hang_up(&mut self, id: ClientId, now: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        if let Err(err) = conn.stream.shutdown(Direction::Write) {
+            log::debug!("client {id}: shutdown: {err}");
+            return self.finish(id, now);
+        }
+        self.remember_unfinished(id);
+    }
+    // ANCHOR_END: hang_up
+
+    /// Deregisters and closes a client's socket; the server has already forgotten it
+    /// (`Event::Close`: it is over, a slow consumer, or its grace ran out).
     // ANCHOR: drop_client
-    fn drop_client(&mut self, id: ClientId) {
+    fn close(&mut self, id: ClientId) {
         if let Some(mut conn) = self.conns.remove(&id) {
             // Closing a descriptor takes it out of an epoll set, but mio documents
             // `deregister` as the way to stop events on every platform it supports.
@@ -458,34 +466,31 @@ impl EventLoop {
             }
             log::debug!("client {id} closed ({} open)", self.conns.len());
         } // `conn` is dropped here: the socket is closed
-        self.server.close(id);
+    }
+
+    /// The connection failed: close it, and tell the server, whose consequences
+    /// (`* NICK left ROOM`) [`EventLoop::settle`] carries out.
+    fn finish(&mut self, id: ClientId, now: Instant) {
+        self.close(id);
+        self.server.closed(id, now);
     }
     // ANCHOR_END: drop_client
 
-    /// Timers, checked after every `poll`: the end of an accept back-off, and closing
-    /// connections that did not take their last lines in time.
+    /// Time, checked after every `poll`: the end of an accept back-off, and the server's
+    /// deadlines (slow consumers, closing connections past their grace).
     fn on_timers(&mut self, now: Instant) {
         if let Accepting::PausedUntil(at) = self.accepting {
             if now >= at {
-                self.resume_accepting();
+                self.resume_accepting(now);
             }
         }
-        while let Some(&(at, id)) = self.lingering.front() {
-            if at > now {
-                break;
-            }
-            self.lingering.pop_front();
-            if self.conns.contains_key(&id) {
-                log::debug!("client {id}: did not read its last lines in {CLOSE_LINGER:?}");
-                self.drop_client(id);
-            }
-        }
+        self.server.handle_timeout(now);
     }
 
-    /// SIGINT or SIGTERM: stop accepting, tell everyone, close everything. The loop returns
-    /// once the last connection is closed, within [`CLOSE_LINGER`].
+    /// SIGINT or SIGTERM: stop accepting and let the server say goodbye to everyone. The loop
+    /// returns once it has closed them all, within its shutdown grace.
     // ANCHOR: shutdown
-    fn stop(&mut self) {
+    fn stop(&mut self, now: Instant) {
         if self.stopping {
             return;
         }
@@ -497,33 +502,7 @@ impl EventLoop {
             }
         }
         self.accepting = Accepting::Stopped;
-        self.server.shutdown(); // `* server shutting down` and a Close for every client
+        self.server.shutdown(now); // `* server shutting down`, then every client is closed
     }
     // ANCHOR_END: shutdown
 }
-
-/// Writes from the front of `outbox` with `writev` (many queued lines per system call) until
-/// it is empty or the socket's send buffer is full.
-///
-/// A full buffer (`WouldBlock`) is not an error: it is what makes the next writable event
-/// come, since edge-triggered readiness reports the change from full to not full. Whatever
-/// did not fit stays queued in the outbox, which `--outbox-bytes` bounds.
-// ANCHOR: write_outbox
-fn write_outbox(stream: &mut TcpStream, outbox: &mut Outbox) -> io::Result<()> {
-    while !outbox.is_empty() {
-        let written = {
-            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-            let filled = outbox.io_slices(&mut slices);
-            match stream.write_vectored(&slices[..filled]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(err),
-            }
-        };
-        outbox.consume(written); // a line written in part keeps its rest at the front
-    }
-    Ok(())
-}
-// ANCHOR_END: write_outbox
