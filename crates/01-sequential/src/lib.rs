@@ -16,6 +16,14 @@
 //! The session itself (read a line, let the hub decide, write the replies) is
 //! [`chat_blocking`], shared with stages 02 and 03: the three blocking stages differ only
 //! in who runs it. Here, the accepting thread runs it itself.
+//!
+//! Even leaving takes this thread's time. After `* bye` the session ends its side of the
+//! stream and reads what the client still sends until the client closes too (closing with
+//! unread input would reset the connection and destroy the lines it was still owed), for at
+//! most `chat_core::CLOSE_GRACE`: a client that quits but keeps its end open holds the next
+//! one back that long.
+
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::TcpListener;
@@ -26,8 +34,8 @@ use chat_net::{Config, Shutdown};
 /// Serves clients one after another until `shutdown` is triggered.
 // ANCHOR: run
 pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Result<()> {
-    let shared = Shared::new(config.limits());
-    chat_blocking::stop_on(&shutdown, &shared, &listener)?;
+    let shared = Shared::new(config.limits(), &shutdown);
+    chat_blocking::stop_on(&shared, &listener)?;
     while let Some(stream) = chat_net::accept(&listener, &shutdown) {
         if let Some(client) = shared.admit(stream) {
             client.serve(); // nobody else is served until this returns

@@ -21,12 +21,19 @@
 //! a thread budget from `vm.max_map_count` ([`thread_budget`]), refuses clients beyond it with
 //! `! server full`, and answers a `spawn` that fails anyway the same way.
 //!
-//! One thread per client is why the session writes with `MSG_DONTWAIT` into the recipients'
-//! kernel buffers instead of having a second, writing thread per client: two threads per
-//! client would halve the ceiling (10,000 clients would need 20,000 threads).
+//! One thread per client is also why there is no second, writing thread per client: two
+//! threads per client would halve the ceiling (10,000 clients would need 20,000 threads). The
+//! thread that handles a line writes it into every recipient's socket itself, without
+//! blocking (`MSG_DONTWAIT`); the recipient's kernel send buffer, sized by `--outbox-bytes`, is
+//! its outbox. When it is full the writing thread waits for room, reading nothing more from its
+//! own client meanwhile (that is flow control: the sender waits), and a recipient whose buffer
+//! stays full for `chat_core::SLOW_GRACE` is cut as a slow consumer.
 //!
-//! The slow-consumer promise is kept: no thread ever waits for another client's socket; a
-//! client whose kernel send buffer (sized by `--outbox-bytes`) is full is dropped.
+//! Threads are not joined: nothing keeps their handles. At shutdown [`run`] waits instead until
+//! every session has said goodbye (bounded by `chat_core::SHUTDOWN_GRACE`), so the process
+//! does not exit under a thread that is still writing or lingering.
+
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::TcpListener;
@@ -68,8 +75,8 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
         log::warn!("--max-clients {} needs more threads than vm.max_map_count allows; holding at most {budget}", limits.max_clients);
         limits.max_clients = budget;
     }
-    let shared = Shared::new(limits);
-    chat_blocking::stop_on(&shutdown, &shared, &listener)?;
+    let shared = Shared::new(limits, &shutdown);
+    chat_blocking::stop_on(&shared, &listener)?;
     while let Some(stream) = chat_net::accept(&listener, &shutdown) {
         let Some(client) = shared.admit(stream) else {
             continue; // over the limit: it was told `! server full`
@@ -85,6 +92,9 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
             client.refuse();
         }
     }
+    // Nobody joins the client threads (nothing keeps their handles), but returning now would
+    // end the process under threads still saying goodbye: wait (bounded) for their sessions.
+    shared.wait_for_sessions();
     Ok(())
 }
 // ANCHOR_END: run

@@ -1,5 +1,7 @@
 //! `chat-threads`: stage 02 as a program. See the library docs for what it shows.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

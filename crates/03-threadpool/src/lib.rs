@@ -17,7 +17,17 @@
 //! nc 127.0.0.1 7878     # silence until one of the others types /quit
 //! ```
 //!
-//! Compared with stage 02 this file changes one line: `thread::spawn` becomes `pool.execute`.
+//! Compared with stage 02, the session is the same and who runs it changes:
+//!
+//! - `thread::Builder::spawn` becomes `pool.execute`: the connection waits in the pool's queue
+//!   (counted against `--max-clients`) until a worker is free;
+//! - the thread budget and the refusal when a thread cannot start are gone: the pool starts its
+//!   `--threads` workers once, and nothing starts per client;
+//! - at shutdown the pool is joined. Its workers finish the sessions they serve, then take the
+//!   connections still queued, which the shutdown told `* server shutting down` already (they
+//!   are open connections like any other), and end them.
+
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::TcpListener;
@@ -37,8 +47,8 @@ pub fn run(
     threads: usize,
     shutdown: Shutdown,
 ) -> io::Result<()> {
-    let shared = Shared::new(config.limits());
-    chat_blocking::stop_on(&shutdown, &shared, &listener)?;
+    let shared = Shared::new(config.limits(), &shutdown);
+    chat_blocking::stop_on(&shared, &listener)?;
     let pool = ThreadPool::with_name("worker".into(), threads);
     log::info!("{threads} workers");
     while let Some(stream) = chat_net::accept(&listener, &shutdown) {
@@ -47,8 +57,8 @@ pub fn run(
             pool.execute(move || client.serve());
         }
     }
-    // Stopping: connected clients were told and closed; queued ones are closed as workers
-    // reach them. Wait for that, so nobody is cut off without the shutdown notice.
+    // Stopping: every open connection, queued or served, was told. The workers end the
+    // sessions (within SHUTDOWN_GRACE), then the queued connections as they reach them.
     pool.join();
     Ok(())
 }

@@ -612,8 +612,9 @@ impl Hub {
     }
 
     /// Frees a nick held since an [`Action::Release`]. A stage calls it once every action
-    /// before that one has been delivered (queued in the recipients' outboxes, or written to
-    /// their sockets). Without the hold, a blocking stage whose thread announces a departure
+    /// before that one has been delivered: queued in the recipients' outboxes (or in any
+    /// per-recipient queue filled in the hub's order, as the blocking session's is), or written
+    /// to their sockets. Without the hold, a blocking stage whose thread announces a departure
     /// after unlocking could let a new client take the nick and be announced first: a room
     /// would see `* guest2 joined lobby` before `* guest2 left lobby`.
     pub fn release(&mut self, key: &str) {
