@@ -1,5 +1,10 @@
 //! The conformance suite, run against the real `chat-select` binary over loopback TCP:
-//! `cargo test -p chat-select --test conformance`. Its connection limit (1000, below
-//! `FD_SETSIZE`) acts like `--max-clients`, so it runs in the `concurrent` mode.
+//! `cargo test -p chat-select --test conformance`. Beside `--max-clients` it has a hard limit
+//! of its own, `chat_select::SELECT_MAX_CLIENTS` (1000, below `FD_SETSIZE`): the connect burst
+//! expects that many welcomed and the rest refused with `! server full`.
 
-chat_testkit::conformance!(bin = env!("CARGO_BIN_EXE_chat-select"), mode = concurrent);
+chat_testkit::conformance!(
+    bin = env!("CARGO_BIN_EXE_chat-select"),
+    mode = concurrent,
+    max_clients = chat_select::SELECT_MAX_CLIENTS,
+);

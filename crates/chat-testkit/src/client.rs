@@ -1,10 +1,15 @@
 //! A test client: one TCP connection to the server under test, read line by line with a
 //! deadline on every read, and assertions that say which client expected what and got what.
 //!
-//! Every method that can block has a bound: reads use a deadline (`LINE_TIMEOUT` unless
-//! told), writes a write timeout. Assertion methods panic with a precise message (they are
-//! `#[track_caller]`, so the panic points at the line of the check); the `try_*` methods
-//! return a [`ReadError`] instead, for checks that run clients on their own threads.
+//! Every method that can block has a bound: reads use a deadline (the client's own timeout,
+//! [`LINE_TIMEOUT`] unless a check sets another with [`Client::set_timeout`]), writes a write
+//! timeout. Assertion methods panic with a precise message (they are `#[track_caller]`, so
+//! the panic points at the line of the check); the `try_*` methods return the failure
+//! instead, for checks that run clients on their own threads.
+//!
+//! The parsers of the server's list replies (`/who`, `/rooms`) accept exactly the format of
+//! the specification (`book/src/specification.md`): separators, order, the cap of 100 and its
+//! ` and N more` tail.
 //!
 //! Its own tests (parsers, and reads against a fake peer): `cargo test -p chat-testkit`.
 
@@ -14,22 +19,35 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-/// How long a client waits for a line it expects. Generous: debug builds on a busy
-/// 2-core machine. A correct server answers in microseconds; only a failing check waits this long.
-pub const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long a client waits, by default, for a line it expects now (a reply, a notice caused
+/// by another client's line it has seen handled). A correct server answers in microseconds;
+/// 3 s is headroom for debug builds on a loaded 2-core machine, and a stall of seconds fails.
+/// Checks that must allow for a protocol delay (a sender waiting up to `SLOW_GRACE` for a
+/// client that does not read, a close grace) add that delay explicitly.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a client listens to prove that *nothing* arrives (mode limits). A silence check
 /// can only pass wrongly (the line comes later), never fail wrongly.
 pub const SILENCE: Duration = Duration::from_millis(500);
 
+/// The most names (or rooms) one `/who` (or `/rooms`) reply lists (the specification's
+/// list cap).
+pub const LIST_CAP: usize = 100;
+
 /// Bound on one line from the server. The longest legal line is a 1024-byte message plus
 /// `<NICK> `; anything far longer means the server lost its framing.
 const MAX_SERVER_LINE: usize = 64 * 1024;
 
+/// Bytes asked for by one `read`.
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Why a read did not produce a line.
 #[derive(Debug)]
 pub enum ReadError {
-    /// The server closed the connection (FIN; or RST, which means the same to a chat client).
+    /// The server closed the connection: an orderly end of stream (`reset: None`, a read
+    /// returned 0 after a FIN) or a reset (`ECONNRESET`).
     Closed {
         /// Bytes of an unfinished line received before the close.
         partial: Vec<u8>,
@@ -86,6 +104,16 @@ impl fmt::Display for ReadError {
     }
 }
 
+/// Socket buffer sizes to set before `connect` (so the TCP window is small from the start).
+/// Setting one turns the kernel's autotuning of that buffer off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Buffers {
+    /// `SO_RCVBUF`, if set.
+    pub recv: Option<usize>,
+    /// `SO_SNDBUF`, if set.
+    pub send: Option<usize>,
+}
+
 /// One connection to the server under test.
 #[derive(Debug)]
 pub struct Client {
@@ -96,9 +124,15 @@ pub struct Client {
     pub nick: String,
     /// The connection.
     stream: TcpStream,
-    /// Bytes received but not yet returned as a line (an unfinished line, or more lines
-    /// that came in the same read). Kept across timeouts so no byte is ever lost.
-    pending: Vec<u8>,
+    /// Bytes received; `buf[start..]` is not yet returned as a line (an unfinished line, or
+    /// more lines that came in the same read). Kept across timeouts so no byte is ever lost.
+    buf: Vec<u8>,
+    /// Where the unreturned bytes of `buf` begin.
+    start: usize,
+    /// How many bytes after `start` are known to hold no `\n`.
+    scanned: usize,
+    /// How long a read waits for a line by default.
+    timeout: Duration,
 }
 
 impl Client {
@@ -110,7 +144,10 @@ impl Client {
             label: label.into(),
             nick: String::new(),
             stream,
-            pending: Vec::new(),
+            buf: Vec::new(),
+            start: 0,
+            scanned: 0,
+            timeout: LINE_TIMEOUT,
         })
     }
 
@@ -124,9 +161,26 @@ impl Client {
     /// Connects to `addr` (bounded by `LINE_TIMEOUT`), reads nothing yet.
     #[track_caller]
     pub fn connect(label: impl Into<String>, addr: SocketAddr) -> Client {
+        Client::connect_with(label, addr, Buffers::default())
+    }
+
+    /// Connects to `addr` with the socket buffers `buffers` set before `connect`.
+    #[track_caller]
+    pub fn connect_with(label: impl Into<String>, addr: SocketAddr, buffers: Buffers) -> Client {
         let label = label.into();
-        let stream = TcpStream::connect_timeout(&addr, LINE_TIMEOUT)
-            .unwrap_or_else(|e| panic!("client {label}: cannot connect to {addr}: {e}"));
+        let setup = || -> io::Result<TcpStream> {
+            let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            if let Some(n) = buffers.recv {
+                sock.set_recv_buffer_size(n)?;
+            }
+            if let Some(n) = buffers.send {
+                sock.set_send_buffer_size(n)?;
+            }
+            sock.connect_timeout(&addr.into(), LINE_TIMEOUT)?;
+            Ok(sock.into())
+        };
+        let stream =
+            setup().unwrap_or_else(|e| panic!("client {label}: cannot connect to {addr}: {e}"));
         Client::new(label.clone(), stream)
             .unwrap_or_else(|e| panic!("client {label}: cannot set socket options: {e}"))
     }
@@ -140,6 +194,21 @@ impl Client {
         }
     }
 
+    /// How long reads wait for a line by default.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets how long reads wait for a line by default, and writes to block at most (a
+    /// sender whose input waits for room may block for `SLOW_GRACE`, legitimately).
+    #[track_caller]
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        if let Err(e) = self.stream.set_write_timeout(Some(timeout)) {
+            panic!("{}: set_write_timeout: {e}", self.who_am_i());
+        }
+    }
+
     /// A second handle on the same socket, for a writer thread while this one reads.
     #[track_caller]
     pub fn writer(&self) -> TcpStream {
@@ -150,49 +219,101 @@ impl Client {
 
     // ----- reading -----------------------------------------------------------------
 
+    /// The bytes received and not yet returned.
+    fn unread(&self) -> Vec<u8> {
+        self.buf[self.start..].to_vec()
+    }
+
+    /// Takes everything received and not yet returned.
+    fn take_unread(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        self.scanned = 0;
+        rest
+    }
+
+    /// The next complete line already received, if any.
+    fn buffered_line(&mut self) -> Option<Result<String, ReadError>> {
+        let from = self.start + self.scanned;
+        match self.buf[from..].iter().position(|&b| b == b'\n') {
+            Some(pos) => {
+                let end = from + pos;
+                let line = self.buf[self.start..end].to_vec();
+                self.start = end + 1;
+                self.scanned = 0;
+                Some(String::from_utf8(line).map_err(|e| ReadError::NotUtf8(e.into_bytes())))
+            }
+            None => {
+                self.scanned = self.buf.len() - self.start;
+                None
+            }
+        }
+    }
+
+    /// One `read` of at most [`READ_CHUNK`] bytes, appended to the buffer, with a deadline.
+    /// `Ok(0)` is the end of the stream.
+    fn read_more(&mut self, deadline: Instant) -> Result<Option<usize>, io::Error> {
+        // Move the unfinished tail to the front before growing the buffer.
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        self.stream.set_read_timeout(Some(deadline - now))?;
+        let mut chunk = [0u8; READ_CHUNK];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(Some(n))
+            }
+            // A read timeout shows up as WouldBlock on Linux; the caller re-checks the deadline.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next line (without its `\n`), or why there is none within `timeout`.
     pub fn try_line_within(&mut self, timeout: Duration) -> Result<String, ReadError> {
         let start = Instant::now();
         let deadline = start + timeout;
-        let mut chunk = [0u8; 16 * 1024];
         loop {
-            if let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.pending.drain(..=pos).collect();
-                line.pop();
-                return String::from_utf8(line).map_err(|e| ReadError::NotUtf8(e.into_bytes()));
+            if let Some(line) = self.buffered_line() {
+                return line;
             }
-            if self.pending.len() > MAX_SERVER_LINE {
-                return Err(ReadError::TooLong(self.pending.len()));
+            if self.scanned > MAX_SERVER_LINE {
+                return Err(ReadError::TooLong(self.scanned));
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(ReadError::Timeout {
-                    partial: self.pending.clone(),
-                    waited: now - start,
-                });
-            }
-            self.stream
-                .set_read_timeout(Some(deadline - now))
-                .map_err(ReadError::Io)?;
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
+            match self.read_more(deadline) {
+                Ok(Some(0)) => {
                     return Err(ReadError::Closed {
-                        partial: std::mem::take(&mut self.pending),
+                        partial: self.take_unread(),
                         reset: None,
                     })
                 }
-                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                // A read timeout shows up as WouldBlock on Linux; the loop re-checks the deadline.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Ok(Some(_)) => {}
+                Ok(None) if Instant::now() >= deadline => {
+                    return Err(ReadError::Timeout {
+                        partial: self.unread(),
+                        waited: start.elapsed(),
+                    })
+                }
+                Ok(None) => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     return Err(ReadError::Closed {
-                        partial: std::mem::take(&mut self.pending),
+                        partial: self.take_unread(),
                         reset: Some(e),
                     })
                 }
@@ -201,9 +322,9 @@ impl Client {
         }
     }
 
-    /// The next line, waiting up to `LINE_TIMEOUT`.
+    /// The next line, waiting up to this client's timeout.
     pub fn try_line(&mut self) -> Result<String, ReadError> {
-        self.try_line_within(LINE_TIMEOUT)
+        self.try_line_within(self.timeout)
     }
 
     /// The next line; panics (naming this client) if there is none.
@@ -257,7 +378,9 @@ impl Client {
         }
     }
 
-    /// Checks that the server closes the connection before sending any further line.
+    /// Checks that the server closes the connection (an orderly EOF or a reset) before
+    /// sending any further line. For closes where the specification promises no more than
+    /// "closed" (`! server full`, a slow consumer); see [`Client::try_expect_eof`].
     pub fn try_expect_closed(&mut self) -> Result<(), String> {
         match self.try_line() {
             Err(ReadError::Closed { partial, .. }) if partial.is_empty() => Ok(()),
@@ -276,6 +399,49 @@ impl Client {
     #[track_caller]
     pub fn expect_closed(&mut self) {
         if let Err(e) = self.try_expect_closed() {
+            panic!("{e}");
+        }
+    }
+
+    /// Checks that the next thing is the end of the stream — a read returning 0 after the
+    /// server's FIN — and not a line, a reset (`ECONNRESET`) or silence. What the
+    /// specification's *Closing* promises after `* bye`, `* server shutting down` and the
+    /// replies to a half-closed client.
+    pub fn try_expect_eof(&mut self) -> Result<(), String> {
+        match self.try_line() {
+            Err(ReadError::Closed {
+                partial,
+                reset: None,
+            }) if partial.is_empty() => Ok(()),
+            Err(ReadError::Closed {
+                reset: Some(e),
+                partial,
+            }) => Err(format!(
+                "{}: expected the end of the stream (a read returning 0), got a reset ({e}){}: \
+                 a server that closes must end its side with a FIN and read what the client \
+                 still sends, never reset it",
+                self.who_am_i(),
+                if partial.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after {:?}", String::from_utf8_lossy(&partial))
+                }
+            )),
+            Err(e) => Err(format!(
+                "{}: expected the end of the stream, got {e}",
+                self.who_am_i()
+            )),
+            Ok(line) => Err(format!(
+                "{}: expected the end of the stream, got the line {line:?}",
+                self.who_am_i()
+            )),
+        }
+    }
+
+    /// Asserts [`Client::try_expect_eof`].
+    #[track_caller]
+    pub fn expect_eof(&mut self) {
+        if let Err(e) = self.try_expect_eof() {
             panic!("{e}");
         }
     }
@@ -309,8 +475,8 @@ impl Client {
     ) -> Result<usize, String> {
         let start = Instant::now();
         let deadline = start + timeout;
-        let mut total = std::mem::take(&mut self.pending).len();
-        let mut chunk = [0u8; 64 * 1024];
+        let mut total = self.take_unread().len();
+        let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -384,6 +550,19 @@ impl Client {
         }
     }
 
+    /// Sends one byte as TCP urgent data (`send(.., MSG_OOB)`): the receiver's kernel keeps
+    /// it out of the normal stream (unless the server asked for `SO_OOBINLINE`), and a
+    /// `read` stops short at the urgent mark.
+    #[track_caller]
+    pub fn send_urgent(&mut self, byte: u8) {
+        let sent = socket2::SockRef::from(&self.stream).send_out_of_band(&[byte]);
+        match sent {
+            Ok(1) => {}
+            Ok(n) => panic!("{}: send(MSG_OOB) sent {n} bytes", self.who_am_i()),
+            Err(e) => panic!("{}: send(MSG_OOB): {e}", self.who_am_i()),
+        }
+    }
+
     /// Closes our sending side only (the server sees EOF, we can still read).
     #[track_caller]
     pub fn shutdown_write(&mut self) {
@@ -397,17 +576,23 @@ impl Client {
     /// Reads the welcome line, checks its form and remembers the nick it gives.
     #[track_caller]
     pub fn expect_welcome(&mut self) -> String {
-        let line = match self.try_line() {
-            Ok(line) => line,
-            Err(e) => panic!("{}: expected `* welcome guestN`, got {e}", self.who_am_i()),
-        };
-        match parse_welcome(&line) {
-            Ok(nick) => {
-                self.nick = nick.clone();
-                nick
-            }
-            Err(e) => panic!("{}: {e}", self.who_am_i()),
+        match self.try_welcome() {
+            Ok(nick) => nick,
+            Err(e) => panic!("{e}"),
         }
+    }
+
+    /// [`Client::expect_welcome`] returning the failure.
+    pub fn try_welcome(&mut self) -> Result<String, String> {
+        let line = self.try_line().map_err(|e| {
+            format!(
+                "{}: expected `* welcome guestN (type /help for commands)`, got {e}",
+                self.who_am_i()
+            )
+        })?;
+        let nick = parse_welcome(&line).map_err(|e| format!("{}: {e}", self.who_am_i()))?;
+        self.nick = nick.clone();
+        Ok(nick)
     }
 
     /// Sends `/nick NEW`, expects `* you are now NEW`, remembers the nick.
@@ -443,8 +628,8 @@ impl Client {
             .map_err(|e| format!("{e} (nothing else was expected before it)"))
     }
 
-    /// Sends `/who` and asserts that the next line lists exactly `members` of `room`
-    /// (in any order: the protocol does not fix one).
+    /// Sends `/who` and asserts that the next line lists exactly `members` of `room` (the
+    /// parser checks that they are sorted as the specification says).
     #[track_caller]
     pub fn expect_who(&mut self, room: &str, members: &[&str]) {
         let (got_room, got) = match self.try_who() {
@@ -462,7 +647,8 @@ impl Client {
         }
     }
 
-    /// Sends `/rooms` and asserts the exact set of `(room, members)` it lists.
+    /// Sends `/rooms` and asserts the exact set of `(room, members)` it lists (the parser
+    /// checks their order).
     #[track_caller]
     pub fn expect_rooms(&mut self, rooms: &[(&str, usize)]) {
         self.send("/rooms");
@@ -476,7 +662,7 @@ impl Client {
         let have: BTreeSet<(String, usize)> = got.iter().cloned().collect();
         if want != have || got.len() != rooms.len() {
             panic!(
-                "{}: /rooms: expected {want:?} (any order), got {line:?}",
+                "{}: /rooms: expected {want:?}, got {line:?}",
                 self.who_am_i()
             );
         }
@@ -493,75 +679,194 @@ pub fn is_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// `* welcome guestN[ more text]` -> `guestN`.
+/// What follows the nick in the welcome line.
+pub const WELCOME_HINT: &str = " (type /help for commands)";
+
+/// `* welcome guestN (type /help for commands)` -> `guestN`. Nothing else is a welcome.
 pub fn parse_welcome(line: &str) -> Result<String, String> {
-    let rest = line
+    let bad = || format!("expected `* welcome guestN (type /help for commands)`, got {line:?}");
+    let nick = line
         .strip_prefix("* welcome ")
-        .ok_or_else(|| format!("expected `* welcome guestN`, got {line:?}"))?;
-    let nick = rest.split(' ').next().unwrap_or_default();
+        .and_then(|rest| rest.strip_suffix(WELCOME_HINT))
+        .ok_or_else(bad)?;
     let digits = nick.strip_prefix("guest").unwrap_or_default();
-    if !is_name(nick) || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "expected `* welcome guestN` (N a number), got {line:?}"
-        ));
+    if !is_name(nick) || !is_number(digits) {
+        return Err(bad());
     }
     Ok(nick.to_string())
 }
 
-/// `* members of ROOM: a, b, c` -> (`ROOM`, [a, b, c]). A list cut at 100 names ends in
-/// `and N more` (with or without a comma before it); those N are not returned.
-pub fn parse_who(line: &str) -> Result<(String, Vec<String>), String> {
-    let bad = || format!("expected `* members of ROOM: a, b, c`, got {line:?}");
-    let rest = line.strip_prefix("* members of ").ok_or_else(bad)?;
-    let (room, list) = rest.split_once(": ").ok_or_else(bad)?;
-    if !is_name(room) {
-        return Err(bad());
-    }
-    let mut names = Vec::new();
-    for item in list.split(", ") {
-        // "a, b and 3 more" or "a, b, and 3 more": keep the name, drop the tail.
-        let item = match item.strip_suffix(" more") {
-            Some(_) if item.starts_with("and ") => "",
-            Some(_) => item.rfind(" and ").map_or(item, |i| &item[..i]),
-            None => item,
-        };
-        if item.is_empty() {
-            continue;
-        }
-        if !is_name(item) {
-            return Err(format!("{}: {item:?} is not a nick", bad()));
-        }
-        names.push(item.to_string());
-    }
-    Ok((room.to_string(), names))
+/// A decimal number as the server writes one: digits, no sign, no leading zero.
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
 }
 
-/// The `N` of a `/who` reply that ends in `and N more`, if it does.
-pub fn who_more(line: &str) -> Option<usize> {
-    let tail = line.strip_suffix(" more")?;
-    let n = tail.rsplit(' ').next()?;
-    let before = tail[..tail.len() - n.len()].trim_end();
-    if before.ends_with("and") {
-        n.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// `* rooms: lobby (3), rust (2)` -> [(lobby, 3), (rust, 2)].
-pub fn parse_rooms(line: &str) -> Result<Vec<(String, usize)>, String> {
-    let bad = || format!("expected `* rooms: ROOM (N), ...`, got {line:?}");
-    let list = line.strip_prefix("* rooms: ").ok_or_else(bad)?;
-    list.split(", ")
-        .map(|item| {
-            let (room, count) = item.split_once(" (").ok_or_else(bad)?;
-            let count = count.strip_suffix(')').ok_or_else(bad)?;
-            if !is_name(room) {
-                return Err(bad());
+/// Splits the list of a `/who` or `/rooms` reply into its entries and the `N` of its
+/// ` and N more` tail (0 without one). Exactly the specification's format: entries separated
+/// by `, `, at most [`LIST_CAP`] of them, and a tail only after exactly [`LIST_CAP`] entries,
+/// joined without a comma, with N at least 1.
+fn split_list(list: &str) -> Result<(Vec<&str>, usize), String> {
+    let (items, more) = match list.rsplit_once(" and ") {
+        Some((items, tail)) => {
+            let n = tail
+                .strip_suffix(" more")
+                .filter(|n| is_number(n))
+                .ok_or_else(|| format!("a tail that is not ` and N more`: {tail:?}"))?;
+            let n: usize = n.parse().map_err(|e| format!("{n:?}: {e}"))?;
+            if n == 0 {
+                return Err("` and 0 more`: a tail only when entries were left out".into());
             }
-            Ok((room.to_string(), count.parse().map_err(|_| bad())?))
-        })
-        .collect()
+            if items.ends_with(',') {
+                return Err("a comma before ` and N more` (the specification has none)".into());
+            }
+            (items, n)
+        }
+        None => (list, 0),
+    };
+    let items: Vec<&str> = items.split(", ").collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err("an empty entry (separators are exactly `, `)".into());
+    }
+    if items.len() > LIST_CAP {
+        return Err(format!(
+            "{} entries: at most {LIST_CAP}, then ` and N more`",
+            items.len()
+        ));
+    }
+    if more > 0 && items.len() != LIST_CAP {
+        return Err(format!(
+            "` and {more} more` after {} entries: the tail comes after exactly {LIST_CAP}",
+            items.len()
+        ));
+    }
+    Ok((items, more))
+}
+
+/// `* members of ROOM: a, b, c` -> (`ROOM`, [a, b, c]), and the `N` of ` and N more`.
+///
+/// The names must be nicks, sorted case-insensitively (compared as ASCII-lowercased bytes),
+/// each once; entries separated by exactly `, `, at most [`LIST_CAP`], and a ` and N more`
+/// tail only after exactly [`LIST_CAP`].
+pub fn parse_who_list(line: &str) -> Result<(String, Vec<String>, usize), String> {
+    let bad = |why: &str| format!("expected `* members of ROOM: a, b, c`, got {line:?}: {why}");
+    let rest = line
+        .strip_prefix("* members of ")
+        .ok_or_else(|| bad("no `* members of `"))?;
+    let (room, list) = rest.split_once(": ").ok_or_else(|| bad("no `: `"))?;
+    if !is_name(room) {
+        return Err(bad("not a room name"));
+    }
+    let (names, more) = split_list(list).map_err(|e| bad(&e))?;
+    if let Some(n) = names.iter().find(|n| !is_name(n)) {
+        return Err(bad(&format!("{n:?} is not a nick")));
+    }
+    for pair in names.windows(2) {
+        if pair[0].to_ascii_lowercase() >= pair[1].to_ascii_lowercase() {
+            return Err(bad(&format!(
+                "{:?} before {:?}: nicks are listed sorted case-insensitively, each once",
+                pair[0], pair[1]
+            )));
+        }
+    }
+    Ok((
+        room.to_string(),
+        names.into_iter().map(String::from).collect(),
+        more,
+    ))
+}
+
+/// `* members of ROOM: a, b, c` -> (`ROOM`, [a, b, c]) (see [`parse_who_list`]; a tail's
+/// N is not returned: [`who_more`]).
+pub fn parse_who(line: &str) -> Result<(String, Vec<String>), String> {
+    parse_who_list(line).map(|(room, names, _)| (room, names))
+}
+
+/// The `N` of a well-formed `/who` reply that ends in ` and N more`; `None` if it has no
+/// tail or is not a well-formed reply.
+pub fn who_more(line: &str) -> Option<usize> {
+    parse_who_list(line)
+        .ok()
+        .map(|(_, _, more)| more)
+        .filter(|&n| n > 0)
+}
+
+/// `* rooms: lobby (3), rust (2)` -> [(lobby, 3), (rust, 2)], and the `N` of ` and N more`.
+///
+/// Each entry is `NAME (COUNT)`, COUNT at least 1; entries sorted by name byte by byte,
+/// each once; entries separated by exactly `, `, at most [`LIST_CAP`], and a ` and N more`
+/// tail only after exactly [`LIST_CAP`].
+pub fn parse_rooms_list(line: &str) -> Result<(Vec<(String, usize)>, usize), String> {
+    let bad = |why: &str| format!("expected `* rooms: ROOM (N), ...`, got {line:?}: {why}");
+    let list = line
+        .strip_prefix("* rooms: ")
+        .ok_or_else(|| bad("no `* rooms: `"))?;
+    let (items, more) = split_list(list).map_err(|e| bad(&e))?;
+    let mut rooms = Vec::with_capacity(items.len());
+    for item in items {
+        let entry = item
+            .strip_suffix(')')
+            .and_then(|i| i.split_once(" ("))
+            .filter(|(room, count)| is_name(room) && is_number(count) && *count != "0");
+        let Some((room, count)) = entry else {
+            return Err(bad(&format!("{item:?} is not `ROOM (COUNT)`")));
+        };
+        let count: usize = count.parse().map_err(|e| bad(&format!("{count}: {e}")))?;
+        rooms.push((room.to_string(), count));
+    }
+    for pair in rooms.windows(2) {
+        if pair[0].0.as_bytes() >= pair[1].0.as_bytes() {
+            return Err(bad(&format!(
+                "{:?} before {:?}: rooms are listed sorted by name, byte by byte, each once",
+                pair[0].0, pair[1].0
+            )));
+        }
+    }
+    Ok((rooms, more))
+}
+
+/// `* rooms: lobby (3), rust (2)` -> [(lobby, 3), (rust, 2)] (see [`parse_rooms_list`]).
+pub fn parse_rooms(line: &str) -> Result<Vec<(String, usize)>, String> {
+    parse_rooms_list(line).map(|(rooms, _)| rooms)
+}
+
+/// The `N` of a well-formed `/rooms` reply that ends in ` and N more`.
+pub fn rooms_more(line: &str) -> Option<usize> {
+    parse_rooms_list(line)
+        .ok()
+        .map(|(_, more)| more)
+        .filter(|&n| n > 0)
+}
+
+/// The `/who` reply the specification prescribes for `room` with these members: sorted
+/// case-insensitively, the first [`LIST_CAP`] listed, then ` and N more`.
+pub fn who_line(room: &str, members: &[&str]) -> String {
+    let mut sorted: Vec<&str> = members.to_vec();
+    sorted.sort_by_key(|n| n.to_ascii_lowercase());
+    format!("* members of {room}: {}", capped(&sorted))
+}
+
+/// The `/rooms` reply the specification prescribes for these rooms and counts: sorted by
+/// name byte by byte, the first [`LIST_CAP`] listed, then ` and N more`.
+pub fn rooms_line(rooms: &[(&str, usize)]) -> String {
+    let mut sorted: Vec<(&str, usize)> = rooms.to_vec();
+    sorted.sort();
+    let items: Vec<String> = sorted.iter().map(|(r, n)| format!("{r} ({n})")).collect();
+    let items: Vec<&str> = items.iter().map(String::as_str).collect();
+    format!("* rooms: {}", capped(&items))
+}
+
+/// `a, b, c`, cut at [`LIST_CAP`] with ` and N more`.
+fn capped(items: &[&str]) -> String {
+    let mut text = items
+        .iter()
+        .take(LIST_CAP)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > LIST_CAP {
+        text.push_str(&format!(" and {} more", items.len() - LIST_CAP));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -569,23 +874,37 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
+    const HINT: &str = " (type /help for commands)";
+
     #[test]
     fn welcome_lines() {
-        assert_eq!(parse_welcome("* welcome guest1").unwrap(), "guest1");
         assert_eq!(
-            parse_welcome("* welcome guest12 (type /help)").unwrap(),
+            parse_welcome(&format!("* welcome guest1{HINT}")).unwrap(),
+            "guest1"
+        );
+        assert_eq!(
+            parse_welcome(&format!("* welcome guest12{HINT}")).unwrap(),
             "guest12"
         );
         for bad in [
-            "* welcome alice",
-            "* welcome guest",
-            "* welcome guestx1",
-            "welcome guest1",
-            "* welcome  guest1",
-            "* Welcome guest1",
+            "* welcome guest1".to_string(),
+            "* welcome guest12 (type /help)".to_string(),
+            format!("* welcome alice{HINT}"),
+            format!("* welcome guest{HINT}"),
+            format!("* welcome guest01{HINT}"),
+            format!("* welcome guestx1{HINT}"),
+            format!("welcome guest1{HINT}"),
+            format!("* welcome  guest1{HINT}"),
+            format!("* Welcome guest1{HINT}"),
+            format!("* welcome guest1{HINT} "),
         ] {
-            assert!(parse_welcome(bad).is_err(), "{bad}");
+            assert!(parse_welcome(&bad).is_err(), "{bad}");
         }
+    }
+
+    /// `n` nicks `n000`, `n001`, ... (sorted).
+    fn nicks(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("n{i:03}")).collect()
     }
 
     #[test]
@@ -594,18 +913,42 @@ mod tests {
             parse_who("* members of lobby: a, b_c, d-1").unwrap(),
             ("lobby".into(), vec!["a".into(), "b_c".into(), "d-1".into()])
         );
-        let (room, names) = parse_who("* members of x: a, b and 7 more").unwrap();
-        assert_eq!((room.as_str(), names.len()), ("x", 2));
-        let (_, names) = parse_who("* members of x: a, band, and 7 more").unwrap();
-        assert_eq!(names, vec!["a".to_string(), "band".to_string()]);
-        let (_, names) = parse_who("* members of x: a, b, and 7 more").unwrap();
-        assert_eq!(names, vec!["a".to_string(), "b".to_string()]);
-        assert_eq!(who_more("* members of x: a, b, and 7 more"), Some(7));
-        assert_eq!(who_more("* members of x: a, b and 200 more"), Some(200));
-        assert_eq!(who_more("* members of x: a, b"), None);
-        assert!(parse_who("* members of lobby a").is_err());
-        assert!(parse_who("* members of lobby: <a>").is_err());
-        assert!(parse_who("* rooms: lobby (1)").is_err());
+        // Case-insensitive order: `Bob` between `alice` and `carol`.
+        assert!(parse_who("* members of x: alice, Bob, carol").is_ok());
+        assert!(parse_who("* members of x: Bob, alice").is_err());
+        assert!(parse_who("* members of x: a, a").is_err(), "twice");
+        assert!(
+            parse_who("* members of x: a, A").is_err(),
+            "twice in any case"
+        );
+        let hundred = nicks(100).join(", ");
+        let (room, names, more) =
+            parse_who_list(&format!("* members of x: {hundred} and 7 more")).unwrap();
+        assert_eq!((room.as_str(), names.len(), more), ("x", 100, 7));
+        assert_eq!(
+            who_more(&format!("* members of x: {hundred} and 200 more")),
+            Some(200)
+        );
+        assert_eq!(who_more(&format!("* members of x: {hundred}")), None);
+        for bad in [
+            // The tail only after exactly 100 names, without a comma, N >= 1, no zero pad.
+            "* members of x: a, b and 7 more".to_string(),
+            format!("* members of x: {hundred}, and 7 more"),
+            format!("* members of x: {hundred} and 0 more"),
+            format!("* members of x: {hundred} and 07 more"),
+            format!("* members of x: {hundred} and seven more"),
+            format!("* members of x: {}", nicks(101).join(", ")),
+            "* members of x: a,b".to_string(),
+            "* members of x: a,  b".to_string(),
+            "* members of x: a, ".to_string(),
+            "* members of x: ".to_string(),
+            "* members of lobby a".to_string(),
+            "* members of lobby: <a>".to_string(),
+            "* members of lobby:  a".to_string(),
+            "* rooms: lobby (1)".to_string(),
+        ] {
+            assert!(parse_who(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -614,8 +957,43 @@ mod tests {
             parse_rooms("* rooms: lobby (3), rust (2)").unwrap(),
             vec![("lobby".to_string(), 3), ("rust".to_string(), 2)]
         );
-        assert!(parse_rooms("* rooms: lobby 3").is_err());
-        assert!(parse_rooms("* rooms: lobby (x)").is_err());
+        // Byte order: uppercase before lowercase.
+        assert!(parse_rooms("* rooms: Rust (1), lobby (2), rust (1)").is_ok());
+        let rooms: Vec<String> = nicks(100).iter().map(|r| format!("{r} (1)")).collect();
+        let line = format!("* rooms: {} and 1 more", rooms.join(", "));
+        assert_eq!(rooms_more(&line), Some(1));
+        assert_eq!(parse_rooms(&line).unwrap().len(), 100);
+        for bad in [
+            "* rooms: lobby 3",
+            "* rooms: lobby (x)",
+            "* rooms: lobby (0)",
+            "* rooms: lobby (03)",
+            "* rooms: lobby(3)",
+            "* rooms: rust (1), lobby (1)",
+            "* rooms: lobby (1), Rust (1)",
+            "* rooms: lobby (1), lobby (1)",
+            "* rooms: lobby (1) and 1 more",
+            "* rooms: ",
+        ] {
+            assert!(parse_rooms(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lines_the_specification_prescribes() {
+        assert_eq!(
+            who_line("x", &["carol", "Bob", "alice"]),
+            "* members of x: alice, Bob, carol"
+        );
+        let many = nicks(101);
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let line = who_line("x", &refs);
+        assert!(line.ends_with("n099 and 1 more"), "{line}");
+        assert_eq!(who_more(&line), Some(1));
+        assert_eq!(
+            rooms_line(&[("rust", 2), ("Rust", 1), ("lobby", 3)]),
+            "* rooms: Rust (1), lobby (3), rust (2)"
+        );
     }
 
     #[test]
@@ -650,6 +1028,19 @@ mod tests {
     }
 
     #[test]
+    fn many_lines_in_many_reads_come_out_in_order() {
+        let mut c = with_peer(|mut s| {
+            for i in 0..20_000 {
+                s.write_all(format!("* line {i}\n").as_bytes()).unwrap();
+            }
+        });
+        for i in 0..20_000 {
+            c.expect(&format!("* line {i}"));
+        }
+        c.expect_eof();
+    }
+
+    #[test]
     fn a_timeout_keeps_the_unfinished_line() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let mut c = with_peer(move |mut s| {
@@ -677,7 +1068,22 @@ mod tests {
             "{err}"
         );
         assert!(matches!(c.try_line(), Err(ReadError::NotUtf8(b)) if b == [0xff]));
-        assert!(c.try_expect_closed().is_ok());
+        assert!(c.try_expect_eof().is_ok());
+    }
+
+    #[test]
+    fn a_reset_is_not_an_end_of_stream() {
+        // The peer closes with our bytes unread: its kernel answers with a reset.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut c = with_peer(move |s| {
+            rx.recv().unwrap();
+            drop(s);
+        });
+        c.send("unread");
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send(()).unwrap();
+        let err = c.try_expect_eof().unwrap_err();
+        assert!(err.contains("reset"), "{err}");
     }
 
     #[test]

@@ -1,9 +1,16 @@
 //! # chat-testkit: one conformance suite for every stage
 //!
 //! Every stage of c10k-chat is judged the same way: its **real binary** is started on
-//! port 0, and test clients talk to it over loopback TCP, line by line, exactly as
-//! `/work/shared/PROTOCOL.md` says. The kit knows nothing of `chat-core`: it tests the
-//! protocol text, so a bug shared by the core and a stage cannot hide.
+//! port 0, and test clients talk to it over loopback TCP, line by line, exactly as the
+//! specification (`book/src/specification.md`) says. The kit knows nothing of `chat-core`:
+//! it tests the protocol text, and takes its numbers (`MAX_LINE`, `SLOW_GRACE`,
+//! `CLOSE_GRACE`, `SHUTDOWN_GRACE`, the smallest `--outbox-bytes`, the list cap, the
+//! backlog) from the specification, so a bug shared by the core and a stage cannot hide.
+//!
+//! The suite is an adversary: for every promise of the specification there is a check that
+//! would break it — bursts written in one write, pipelined commands, many senders at the same
+//! instant, clients that never read, talk after `/quit`, half-close at once, stop the server
+//! mid-stream (SIGSTOP) or shut it down (SIGTERM) with clients that make it hard.
 //!
 //! A stage adds one file, `tests/conformance.rs`, with one macro call:
 //!
@@ -28,12 +35,19 @@
 //!     mode = concurrent,
 //!     idle_bytes_per_client = 4096,
 //! );
+//! // A concurrent stage with a hard limit of its own below `--max-clients` (select: 1000):
+//! // the connect burst of 1,500 expects 1000 welcomed and 500 refused with `! server full`.
+//! chat_testkit::conformance!(
+//!     bin = env!("CARGO_BIN_EXE_chat-select"),
+//!     mode = concurrent,
+//!     max_clients = 1000,
+//! );
 //! ```
 //!
 //! and runs it with `cargo test -p chat-threads --test conformance`. The macro expands to
-//! one `#[test]` per check (see [`checks`] for the list and what each proves), so a
-//! failure names its check; the failure message says which client expected which line
-//! and what it got instead, and the server's stderr is printed below it.
+//! one `#[test]` per check (see [`checks`] for what each proves), so a failure names its
+//! check; the failure message says which client expected which line and what it got
+//! instead, and the server's stderr is printed below it.
 //!
 //! The mode says what the stage promises:
 //! - `sequential`: one client at a time; the next is served when the first leaves.
@@ -41,9 +55,39 @@
 //!   start it with enough workers for their clients; the limit check starts it with 2.
 //! - `concurrent`: any number of clients at once.
 //!
-//! A check that cannot apply to a mode is not generated for it, and each mode's limit is
-//! itself a check. Every read has a deadline and every server is killed when its check
-//! ends, so no check can hang.
+//! Which checks each mode gets (a check that cannot apply to a mode is not generated for it,
+//! and each mode's limit is itself a check):
+//!
+//! - **every mode** — one client at a time suffices: `welcome_line`,
+//!   `message_alone_not_echoed`, `crlf_and_empty_lines`, `nick_command`, `join_command`,
+//!   `who_and_rooms_alone`, `msg_errors`, `escape_unknown_and_help`, `line_limits`,
+//!   `huge_line_bounded_memory`, `invalid_utf8`, `garbage_survived`, `quit_command`,
+//!   `sigterm_shuts_down_cleanly`, `flooding_help_closed_as_slow_consumer`,
+//!   `pipelined_help_all_answered`, `talking_after_quit_still_gets_everything`,
+//!   `half_close_gets_reply_then_eof`, `cr_and_lf_in_separate_reads`,
+//!   `cr_counts_towards_the_limit`, `msg_to_self_and_in_any_case`, `case_rules`,
+//!   `urgent_byte_loses_no_line` (the last ones add a second member of the room where
+//!   the mode allows);
+//! - **pool and concurrent** — several clients at once: `welcome_two_clients`,
+//!   `message_reaches_room_not_sender`, `crlf_in_room`, `nick_in_room`, `join_in_room`,
+//!   `who_and_rooms_in_room`, `msg_private`, `escape_in_room`, `line_limits_in_room`,
+//!   `utf8_in_room`, `garbage_isolated`, `quit_in_room`, `slow_consumer_in_room`,
+//!   `fan_out_keeps_order`, `many_clients`, `max_clients`, `emfile_backs_off`,
+//!   `farewell_delivers_everything_then_bye`, `quitter_that_never_reads_is_closed`,
+//!   `flood_does_not_starve_others`, `burst_reaches_every_reader`,
+//!   `small_outbox_paces_readers_cuts_non_reader`, `many_senders_at_once_lose_nothing`,
+//!   `endless_sender_does_not_stop_the_server`, `churn_keeps_notices_in_causal_order`,
+//!   `sigterm_with_hard_clients`, `lists_cap_at_100`;
+//! - **sequential**: `sequential_one_client_at_a_time`, `connect_burst_queued`;
+//! - **pool**: `pool_serves_at_most_n_clients`, `connect_burst_queued`;
+//! - **concurrent**: `connect_burst_all_welcomed` (up to the stage's own limit, when the
+//!   call gives `max_clients = N`);
+//! - with `idle_bytes_per_client`: `idle_clients_cost_little`.
+//!
+//! Every read has a deadline (3 s for a line expected now, more only where the protocol
+//! itself allows a delay, such as `SLOW_GRACE`), every server is killed when its check ends,
+//! and no sleep stands in for synchronisation, so no check can hang, and a stall of seconds
+//! fails.
 
 pub mod checks;
 mod client;
@@ -51,7 +95,10 @@ mod garbage;
 pub mod procfs;
 mod server;
 
-pub use client::{parse_rooms, parse_welcome, parse_who, Client, ReadError, LINE_TIMEOUT};
+pub use client::{
+    parse_rooms, parse_rooms_list, parse_welcome, parse_who, parse_who_list, rooms_line,
+    rooms_more, who_line, who_more, Buffers, Client, ReadError, LINE_TIMEOUT, LIST_CAP, SILENCE,
+};
 pub use garbage::{garbage, Rng};
 pub use procfs::Memory;
 pub use server::{parse_listening_line, Server};
@@ -96,6 +143,8 @@ pub struct Options {
     pub workers: Option<usize>,
     /// RLIMIT_NOFILE for the server process (soft and hard), if set.
     pub nofile: Option<u64>,
+    /// The read timeout of the clients the server connects (default [`LINE_TIMEOUT`]).
+    pub line_timeout: Option<std::time::Duration>,
 }
 
 impl Target {
@@ -120,7 +169,11 @@ impl Target {
     /// Starts the stage binary with `opts` and waits until it listens.
     #[track_caller]
     pub fn start(&self, opts: Options) -> Server {
-        Server::start(self.bin, &self.args_for(&opts), opts.nofile)
+        let mut server = Server::start(self.bin, &self.args_for(&opts), opts.nofile);
+        if let Some(timeout) = opts.line_timeout {
+            server.set_line_timeout(timeout);
+        }
+        server
     }
 
     /// Whether two clients can be served at once (every mode but `sequential`).
@@ -133,8 +186,11 @@ impl Target {
 ///
 /// `bin = EXPR, mode = sequential | concurrent | pool(flag = EXPR)`, then optionally, in
 /// this order, `args = [EXPR, ...]`, `name = IDENT` (wraps the tests in `mod IDENT`, so one
-/// test file can hold several configurations of the same binary) and
-/// `idle_bytes_per_client = EXPR` (adds `idle_clients_cost_little` with that bound).
+/// test file can hold several configurations of the same binary),
+/// `idle_bytes_per_client = EXPR` (adds `idle_clients_cost_little` with that bound) and
+/// `max_clients = EXPR` (a `concurrent` stage's own hard limit on connections, below the
+/// default `--max-clients`, such as `select`'s: the connect burst then expects that many
+/// welcomed and the rest refused with `! server full`).
 #[macro_export]
 macro_rules! conformance {
     (
@@ -165,38 +221,42 @@ macro_rules! __conformance_mode {
     };
 }
 
-/// Internal: reads the optional `args` and `name`. Not part of the API.
+/// Internal: reads the optional `args`, `name`, `idle_bytes_per_client` and `max_clients`.
+/// Not part of the API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_opts {
     (
         bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
         $(, args = [$($arg:expr),* $(,)?])? $(, name = $name:ident)?
-        $(, idle_bytes_per_client = $idle:expr)? $(,)?
+        $(, idle_bytes_per_client = $idle:expr)? $(, max_clients = $max:expr)? $(,)?
     ) => {
         $crate::__conformance_opts! {
             @name [$($name)?]
-            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]; idle = [$($idle)?]
+            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]; idle = [$($idle)?];
+            max = [$($max)?]
         }
     };
     (
         @name [] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
-        args = [$($arg:expr),*]; idle = [$($idle:expr)?]
+        args = [$($arg:expr),*]; idle = [$($idle:expr)?]; max = [$($max:expr)?]
     ) => {
         const __CHAT_TESTKIT_TARGET: $crate::Target =
             $crate::Target { bin: $bin, mode: $mode, args: &[$($arg),*] };
         $crate::__conformance_tests! { $kind }
         $crate::__conformance_idle! { $($idle)? }
+        $crate::__conformance_burst! { $kind; $($max)? }
     };
     (
         @name [$name:ident] bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
-        args = [$($arg:expr),*]; idle = [$($idle:expr)?]
+        args = [$($arg:expr),*]; idle = [$($idle:expr)?]; max = [$($max:expr)?]
     ) => {
         mod $name {
             const __CHAT_TESTKIT_TARGET: $crate::Target =
                 $crate::Target { bin: $bin, mode: $mode, args: &[$($arg),*] };
             $crate::__conformance_tests! { $kind }
             $crate::__conformance_idle! { $($idle)? }
+            $crate::__conformance_burst! { $kind; $($max)? }
         }
     };
 }
@@ -214,18 +274,44 @@ macro_rules! __conformance_idle {
     };
 }
 
-/// Internal: which checks each kind of stage gets. Not part of the API.
+/// Internal: the connect burst of a `concurrent` stage, up to its own hard limit if it has
+/// one (the other modes get `connect_burst_queued` in their list). Not part of the API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_burst {
+    (concurrent;) => {
+        #[test]
+        fn connect_burst_all_welcomed() {
+            $crate::checks::connect_burst_all_welcomed(&__CHAT_TESTKIT_TARGET);
+        }
+    };
+    (concurrent; $max:expr) => {
+        #[test]
+        fn connect_burst_all_welcomed() {
+            $crate::checks::connect_burst_welcomed_up_to(&__CHAT_TESTKIT_TARGET, $max);
+        }
+    };
+    ($kind:ident; $($max:expr)?) => {};
+}
+
+/// Internal: which checks each kind of stage gets (the list in the crate documentation).
+/// Not part of the API.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
     (sequential) => {
-        $crate::__conformance_tests! { @common sequential_one_client_at_a_time }
+        $crate::__conformance_tests! {
+            @common sequential_one_client_at_a_time connect_burst_queued
+        }
     };
     (pool) => {
-        $crate::__conformance_tests! { @common @multi pool_serves_at_most_n_clients }
+        $crate::__conformance_tests! {
+            @common @multi pool_serves_at_most_n_clients connect_burst_queued
+        }
     };
+    // (`connect_burst_all_welcomed` comes from `__conformance_burst`.)
     (concurrent) => {
-        $crate::__conformance_tests! { @common @multi connect_burst_all_welcomed }
+        $crate::__conformance_tests! { @common @multi }
     };
     // Checks every mode gets (one client at a time is enough for them).
     (@common $($more:tt)*) => {
@@ -234,7 +320,11 @@ macro_rules! __conformance_tests {
             welcome_line, message_alone_not_echoed, crlf_and_empty_lines, nick_command,
             join_command, who_and_rooms_alone, msg_errors, escape_unknown_and_help,
             line_limits, huge_line_bounded_memory, invalid_utf8, garbage_survived,
-            quit_command, sigterm_shuts_down_cleanly, flooding_help_closed_as_slow_consumer;
+            quit_command, sigterm_shuts_down_cleanly, flooding_help_closed_as_slow_consumer,
+            pipelined_help_all_answered, talking_after_quit_still_gets_everything,
+            half_close_gets_reply_then_eof, cr_and_lf_in_separate_reads,
+            cr_counts_towards_the_limit, msg_to_self_and_in_any_case, case_rules,
+            urgent_byte_loses_no_line;
             $($more)*
         }
     };
@@ -248,7 +338,10 @@ macro_rules! __conformance_tests {
             escape_in_room, line_limits_in_room, utf8_in_room, garbage_isolated,
             quit_in_room, slow_consumer_in_room, fan_out_keeps_order, many_clients,
             max_clients, emfile_backs_off, farewell_delivers_everything_then_bye,
-            quitter_that_never_reads_is_closed, flood_does_not_starve_others;
+            quitter_that_never_reads_is_closed, flood_does_not_starve_others,
+            burst_reaches_every_reader, small_outbox_paces_readers_cuts_non_reader,
+            many_senders_at_once_lose_nothing, endless_sender_does_not_stop_the_server,
+            churn_keeps_notices_in_causal_order, sigterm_with_hard_clients, lists_cap_at_100;
             $($more)*
         }
     };
@@ -281,12 +374,12 @@ mod tests {
         };
         let opts = Options {
             max_clients: Some(3),
-            outbox_bytes: Some(4096),
+            outbox_bytes: Some(8192),
             ..Options::default()
         };
         assert_eq!(
             t.args_for(&opts).join(" "),
-            "--addr 127.0.0.1:0 --max-clients 3 --outbox-bytes 4096 --threads 16 \
+            "--addr 127.0.0.1:0 --max-clients 3 --outbox-bytes 8192 --threads 16 \
              --flavor current-thread"
         );
         let c = Target {

@@ -1,5 +1,6 @@
 //! What the kit reads about a running server from `/proc` (Linux only): its memory
-//! (`VmRSS`, `VmHWM`), its CPU time (`utime + stime`) and how many descriptors it holds.
+//! (`VmRSS`, `VmHWM`), its CPU time (`utime + stime`), how many descriptors it holds, and
+//! whether it is stopped (SIGSTOP).
 //!
 //! The parsers are plain functions on the file's text so they can be unit-tested on
 //! literal samples (`cargo test -p chat-testkit`); the readers around them are thin.
@@ -57,6 +58,21 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Result<u64, String> {
             .map_err(|e| format!("/proc/PID/stat field {}: {e}", i + 3))
     };
     Ok(get(11)? + get(12)?)
+}
+
+/// Parses the state (field 3: `R`, `S`, `T` for stopped, ...) out of `/proc/PID/stat`.
+pub fn parse_stat_state(stat: &str) -> Result<char, String> {
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .and_then(|f| f.chars().next())
+        .ok_or_else(|| format!("no state in /proc/PID/stat: {stat:?}"))
+}
+
+/// The scheduler state of process `pid` (`T` while it is stopped by SIGSTOP).
+pub fn state(pid: u32) -> Result<char, String> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    parse_stat_state(&text)
 }
 
 /// Reads the memory figures of process `pid`.
@@ -143,6 +159,14 @@ mod tests {
         // comm "(a b) c)" contains spaces and a parenthesis; utime=7, stime=5.
         let stat = "4242 ((a b) c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 12345";
         assert_eq!(parse_stat_cpu_ticks(stat), Ok(12));
+    }
+
+    #[test]
+    fn stat_state_is_the_field_after_the_name() {
+        let stat = "4242 ((a b) c)) T 1 4242 4242 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 3 0 12345";
+        assert_eq!(parse_stat_state(stat), Ok('T'));
+        assert!(parse_stat_state("4242 (x)").is_err());
+        assert!(matches!(state(std::process::id()), Ok(c) if c != 'T'));
     }
 
     #[test]

@@ -23,13 +23,22 @@ use crate::procfs;
 /// How long a server may take to print `listening on ADDR` (debug build, busy machine).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How much of the server's stderr is kept: the first `HEAD` bytes (start-up errors) and
-/// the last `TAIL` bytes (what happened just before the failure).
+/// How much of the server's stderr is kept for messages: the first `HEAD` bytes (start-up
+/// errors) and the last `TAIL` bytes (what happened just before the failure). Panics are
+/// looked for in *all* of it, whatever is kept (see [`Captured::push`]).
 const HEAD: usize = 16 * 1024;
 /// See [`HEAD`].
 const TAIL: usize = 64 * 1024;
 
-/// A bounded copy of what the server wrote to stderr.
+/// What marks a panic in a Rust program's stderr (`thread 'x' panicked at src/..`).
+const PANIC_MARK: &[u8] = b"panicked at";
+
+/// At most this many panic lines are kept, with [`PANIC_CONTEXT`] bytes around each.
+const MAX_PANICS: usize = 4;
+/// See [`MAX_PANICS`].
+const PANIC_CONTEXT: usize = 300;
+
+/// A bounded copy of what the server wrote to stderr, and every panic in all of it.
 #[derive(Debug, Default)]
 struct Captured {
     /// The first `HEAD` bytes.
@@ -38,11 +47,50 @@ struct Captured {
     tail: VecDeque<u8>,
     /// How many bytes between head and tail were dropped.
     dropped: usize,
+    /// How many times [`PANIC_MARK`] occurred, in all the bytes ever pushed.
+    panics: usize,
+    /// The first [`MAX_PANICS`] panic marks with some context (they may lie in the dropped
+    /// middle).
+    panic_lines: Vec<String>,
+    /// The last [`PANIC_CONTEXT`] bytes pushed, so that a mark split between two reads of
+    /// the pipe is found too, and shown with what came before it.
+    carry: Vec<u8>,
 }
 
 impl Captured {
-    /// Appends a chunk, keeping the head and a bounded tail.
-    fn push(&mut self, mut bytes: &[u8]) {
+    /// Appends a chunk, keeping the head and a bounded tail, and counts the panic marks in
+    /// it (including one that began in the previous chunk).
+    fn push(&mut self, chunk: &[u8]) {
+        let mut window = std::mem::take(&mut self.carry);
+        // Marks that lie wholly in the carried bytes were counted with the previous chunk.
+        let mut from = window.len().saturating_sub(PANIC_MARK.len() - 1);
+        window.extend_from_slice(chunk);
+        while let Some(pos) = window[from..]
+            .windows(PANIC_MARK.len())
+            .position(|w| w == PANIC_MARK)
+        {
+            let at = from + pos;
+            self.panics += 1;
+            if self.panic_lines.len() < MAX_PANICS {
+                let begin = window[..at]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1)
+                    .max(at.saturating_sub(PANIC_CONTEXT));
+                let end = window[at..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(window.len(), |i| at + i)
+                    .min(at + PANIC_CONTEXT);
+                self.panic_lines
+                    .push(String::from_utf8_lossy(&window[begin..end]).into_owned());
+            }
+            from = at + PANIC_MARK.len();
+        }
+        let keep = PANIC_CONTEXT.min(window.len());
+        self.carry = window[window.len() - keep..].to_vec();
+
+        let mut bytes = chunk;
         let room = HEAD.saturating_sub(self.head.len());
         let (h, rest) = bytes.split_at(room.min(bytes.len()));
         self.head.extend_from_slice(h);
@@ -53,7 +101,8 @@ impl Captured {
         self.dropped += excess;
     }
 
-    /// All that was kept, as text, with a marker where bytes were dropped.
+    /// All that was kept, as text, with a marker where bytes were dropped (and the panics
+    /// found there).
     fn text(&self) -> String {
         let mut s = String::from_utf8_lossy(&self.head).into_owned();
         if self.dropped > 0 {
@@ -61,6 +110,13 @@ impl Captured {
                 "\n[... {} bytes of stderr left out ...]\n",
                 self.dropped
             ));
+            if self.panics > 0 {
+                s.push_str(&format!(
+                    "[{} panic(s) in all of stderr; the first ones:]\n{}\n[...]\n",
+                    self.panics,
+                    self.panic_lines.join("\n")
+                ));
+            }
         }
         let tail: Vec<u8> = self.tail.iter().copied().collect();
         s.push_str(&String::from_utf8_lossy(&tail));
@@ -123,6 +179,8 @@ pub struct Server {
     stdout_done: Receiver<()>,
     /// Its exit status, once we have reaped it.
     exited: Option<ExitStatus>,
+    /// The read timeout of the clients it connects ([`Server::connect`], [`Server::join`]).
+    line_timeout: Duration,
 }
 
 impl Server {
@@ -225,6 +283,7 @@ impl Server {
             stdout_rest,
             stdout_done,
             exited: None,
+            line_timeout: crate::client::LINE_TIMEOUT,
         };
         let first = match line_rx.recv_timeout(timeout) {
             Ok(Ok(line)) if line.is_empty() => Err("stdout closed".to_string()),
@@ -304,10 +363,29 @@ impl Server {
         &self.command
     }
 
+    /// Sets the read timeout of the clients this server connects from now on (by default
+    /// [`crate::LINE_TIMEOUT`]).
+    pub fn set_line_timeout(&mut self, timeout: Duration) {
+        self.line_timeout = timeout;
+    }
+
+    /// The read timeout of the clients this server connects.
+    pub fn line_timeout(&self) -> Duration {
+        self.line_timeout
+    }
+
     /// A new connection (no line read yet).
     #[track_caller]
     pub fn connect(&self, label: &str) -> Client {
-        Client::connect(label, self.addr)
+        self.connect_with(label, crate::client::Buffers::default())
+    }
+
+    /// A new connection with socket buffers set before `connect` (no line read yet).
+    #[track_caller]
+    pub fn connect_with(&self, label: &str, buffers: crate::client::Buffers) -> Client {
+        let mut c = Client::connect_with(label, self.addr, buffers);
+        c.set_timeout(self.line_timeout);
+        c
     }
 
     /// A new connection whose welcome line has been read (its nick is known).
@@ -357,14 +435,59 @@ impl Server {
         }
     }
 
-    /// Sends SIGTERM.
+    /// Sends `signal` to the server process.
     #[track_caller]
-    pub fn terminate(&self) {
+    pub fn signal(&self, signal: libc::c_int) {
+        assert!(
+            self.exited.is_none(),
+            "cannot signal the server: it has exited"
+        );
         let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits in pid_t");
         // SAFETY: kill has no memory-safety preconditions; pid is our own live child
         // (not reaped yet, so the pid cannot have been reused).
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            panic!("kill(SIGTERM): {}", std::io::Error::last_os_error());
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            panic!("kill({signal}): {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// Sends SIGTERM.
+    #[track_caller]
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Stops the server process (SIGSTOP) and waits until the kernel reports it stopped: from
+    /// then on the kernel alone answers its sockets (handshakes, buffering), until
+    /// [`Server::resume`]. A server dropped while stopped is killed all the same.
+    #[track_caller]
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        self.wait_state(true);
+    }
+
+    /// Lets a server stopped by [`Server::pause`] run again (SIGCONT).
+    #[track_caller]
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+        self.wait_state(false);
+    }
+
+    /// Waits (bounded) until the process is stopped (`T` in `/proc/PID/stat`), or no longer.
+    #[track_caller]
+    fn wait_state(&self, stopped: bool) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let state = procfs::state(self.pid()).unwrap_or_else(|e| panic!("server state: {e}"));
+            if (state == 'T') == stopped {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server process is in state {state:?} {STARTUP_TIMEOUT:?} after \
+                 {}",
+                if stopped { "SIGSTOP" } else { "SIGCONT" }
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -396,16 +519,38 @@ impl Server {
         self.stderr.lock().expect("stderr buffer lock").text()
     }
 
-    /// Ends a passing check: asserts that the server is still alive and that nothing in
-    /// it panicked (a thread-per-client server survives a panicking thread, but a panic
-    /// on client input is a bug all the same). Then the server is killed.
+    /// How many panics the server reported on stderr so far, in all of it (not only the
+    /// part kept for messages), with the first of them.
+    pub fn panics(&self) -> (usize, Vec<String>) {
+        let captured = self.stderr.lock().expect("stderr buffer lock");
+        (captured.panics, captured.panic_lines.clone())
+    }
+
+    /// Asserts that nothing in the server panicked (a thread-per-client server survives a
+    /// panicking thread, but a panic on client input is a bug all the same). Reads all of
+    /// stderr written so far; after the process is gone, all of it.
+    #[track_caller]
+    pub fn assert_no_panic(&self) {
+        if self.exited.is_some() {
+            // The pipe reaches EOF when the process is gone: wait (briefly) for the thread.
+            let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
+        }
+        let (count, lines) = self.panics();
+        if count > 0 {
+            panic!(
+                "the server panicked {count} time(s) (see its stderr below), first:\n  {}",
+                lines.join("\n  ")
+            );
+        }
+    }
+
+    /// Ends a passing check: asserts that the server is still alive, kills it, and asserts
+    /// that nothing in it panicked, in all it wrote to stderr until it died.
     #[track_caller]
     pub fn finish(mut self) {
         self.assert_alive();
-        let stderr = self.stderr_text();
-        if stderr.contains("panicked at") {
-            panic!("a thread of the server panicked (see its stderr below)");
-        }
+        self.kill();
+        self.assert_no_panic();
     }
 
     /// Kills the process (if it still runs), reaps it and waits briefly for its stderr.
@@ -454,6 +599,27 @@ mod tests {
         ] {
             assert!(parse_listening_line(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn panics_are_found_in_all_of_stderr_even_split_across_reads() {
+        let mut c = Captured::default();
+        c.push(&vec![b'h'; HEAD]);
+        c.push(&vec![b'm'; TAIL]);
+        c.push(b"\nthread 'main' pan");
+        c.push(b"icked at src/lib.rs:1:1:\nboom\n");
+        c.push(&vec![b'z'; 2 * TAIL]);
+        assert_eq!(c.panics, 1);
+        assert!(
+            c.panic_lines[0].starts_with("thread 'main' panicked at src/lib.rs"),
+            "{:?}",
+            c.panic_lines
+        );
+        assert!(
+            !c.tail.iter().any(|&b| b == b'p'),
+            "the panic is out of the tail"
+        );
+        assert!(c.text().contains("1 panic(s)"));
     }
 
     #[test]

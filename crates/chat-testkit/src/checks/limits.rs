@@ -10,6 +10,9 @@ use crate::{Options, Target};
 
 /// Sequential: while A is connected, B is connected but gets no line; when A quits, B is
 /// welcomed and is alone in lobby.
+///
+/// Breaks, if it fails: the `sequential` mode's own promise, tested as a limit: one client at a
+/// time, the next served when the first leaves.
 pub fn sequential_one_client_at_a_time(t: &Target) {
     let server = t.start(Options::default());
     let mut a = server.join("A");
@@ -18,7 +21,7 @@ pub fn sequential_one_client_at_a_time(t: &Target) {
     a.sync(); // A is served as usual meanwhile
     a.send("/quit");
     a.expect("* bye");
-    a.expect_closed();
+    a.expect_eof();
     let nick = b.expect_welcome();
     b.expect_who("lobby", &[&nick]);
     server.finish();
@@ -26,6 +29,9 @@ pub fn sequential_one_client_at_a_time(t: &Target) {
 
 /// Pool of 2: two clients are welcomed, the third gets no line while both are connected;
 /// when one leaves, the third is welcomed and the room sees it join.
+///
+/// Breaks, if it fails: the `pool` mode's own promise, tested as a limit: N workers serve N
+/// clients, the next served when one leaves.
 pub fn pool_serves_at_most_n_clients(t: &Target) {
     let server = t.start(Options {
         workers: Some(2),
@@ -40,7 +46,7 @@ pub fn pool_serves_at_most_n_clients(t: &Target) {
     let (na, nb) = (v[0].nick.clone(), v[1].nick.clone());
     v[0].send("/quit");
     v[0].expect("* bye");
-    v[0].expect_closed();
+    v[0].expect_eof();
     v[1].expect(&format!("* {na} left lobby"));
     let nc = c.expect_welcome();
     v[1].expect(&format!("* {nc} joined lobby"));

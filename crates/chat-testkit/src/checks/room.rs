@@ -26,6 +26,9 @@ fn join(c: &mut Client, room: &str, members: usize) {
 }
 
 /// A second client gets its own guest nick; the first sees it join.
+///
+/// Breaks, if it fails: *Arriving* ("every other member of `lobby` gets `* NICK joined lobby`")
+/// and unique `guestN` nicks.
 pub fn welcome_two_clients(t: &Target) {
     let server = t.start(Options::default());
     let mut a = server.join("A");
@@ -44,6 +47,9 @@ pub fn welcome_two_clients(t: &Target) {
 }
 
 /// A message reaches every other member of the room, not the sender, not other rooms.
+///
+/// Breaks, if it fails: the `TEXT` row ("every other member: `<NICK> TEXT`") and exactly once,
+/// to the room only.
 pub fn message_reaches_room_not_sender(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b, mut c, mut d] = clients::<4>(&server);
@@ -68,6 +74,9 @@ pub fn message_reaches_room_not_sender(t: &Target) {
 }
 
 /// `\r\n` is delivered without the `\r`; empty lines are not delivered.
+///
+/// Breaks, if it fails: *Transport and lines*: `\r\n` ends a line like `\n`, empty lines are
+/// ignored, also for what others receive.
 pub fn crlf_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b] = clients::<2>(&server);
@@ -80,6 +89,9 @@ pub fn crlf_in_room(t: &Target) {
 }
 
 /// The room sees `* OLD is now NEW`; nicks are taken case-insensitively and freed by a rename.
+///
+/// Breaks, if it fails: the `/nick` row ("the room: `* OLD is now NAME`") and *Names*, "nicks
+/// are unique regardless of case".
 pub fn nick_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b] = clients::<2>(&server);
@@ -102,6 +114,9 @@ pub fn nick_in_room(t: &Target) {
 }
 
 /// `/join` announces the leave in the old room and the join in the new one, with counts.
+///
+/// Breaks, if it fails: the `/join` row (old room: `* NICK left OLD`; new room: `* NICK joined
+/// ROOM`; the count).
 pub fn join_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b, mut c] = clients::<3>(&server);
@@ -125,6 +140,9 @@ pub fn join_in_room(t: &Target) {
 
 /// `/who` lists exactly the room's members; `/rooms` every room with its count, and a
 /// room that empties disappears.
+///
+/// Breaks, if it fails: the `/who` and `/rooms` rows: exactly the members and rooms there are,
+/// with their counts.
 pub fn who_and_rooms_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b, mut c, mut d] = clients::<4>(&server);
@@ -154,6 +172,9 @@ pub fn who_and_rooms_in_room(t: &Target) {
 }
 
 /// `/msg NICK TEXT` reaches NICK alone (in any room) as `[SENDER] TEXT`, text kept as is.
+///
+/// Breaks, if it fails: the `/msg` row: NICK alone gets `[SENDER] TEXT`, TEXT being the rest of
+/// the line, in any room.
 pub fn msg_private(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b, mut c] = clients::<3>(&server);
@@ -172,12 +193,14 @@ pub fn msg_private(t: &Target) {
     a.send("/msg nobody hi");
     a.expect("! no such user: nobody");
     b.send(&format!("/msg {na}"));
-    b.expect_prefix("! usage: /msg");
+    b.expect("! usage: /msg NICK TEXT");
     a.sync();
     server.finish();
 }
 
 /// `//text` is delivered as `<NICK> /text`.
+///
+/// Breaks, if it fails: the `//TEXT` row: delivered as `<NICK> /TEXT`.
 pub fn escape_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b] = clients::<2>(&server);
@@ -192,6 +215,9 @@ pub fn escape_in_room(t: &Target) {
 
 /// A 1024-byte line arrives whole; a 1025-byte one is refused and not delivered, and the
 /// line after it arrives whole. The limit counts bytes, not characters.
+///
+/// Breaks, if it fails: *Transport and lines*: the limit counts bytes, a refused line reaches
+/// nobody, the next line is read whole.
 pub fn line_limits_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b] = clients::<2>(&server);
@@ -215,6 +241,9 @@ pub fn line_limits_in_room(t: &Target) {
 }
 
 /// Multi-byte UTF-8 arrives intact; a line with invalid UTF-8 is refused, not delivered.
+///
+/// Breaks, if it fails: *Transport and lines*: UTF-8 is delivered intact; invalid UTF-8 is
+/// refused and reaches nobody.
 pub fn utf8_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b] = clients::<2>(&server);
@@ -233,19 +262,23 @@ pub fn utf8_in_room(t: &Target) {
 
 /// `/quit REASON` shows the reason to the room; `/quit` alone and an abrupt close show
 /// none; an unfinished line at the close is dropped, not delivered.
+///
+/// Breaks, if it fails: *Leaving*: `* NICK left ROOM (REASON)` after `/quit REASON`, `* NICK
+/// left ROOM` otherwise; *Transport and lines*, "bytes after the last `\n` when the client ends
+/// its stream ... are dropped".
 pub fn quit_in_room(t: &Target) {
     let server = t.start(Options::default());
     let [mut a, mut b, mut c, mut d, mut e] = clients::<5>(&server);
     b.send("/quit see you");
     b.expect("* bye");
-    b.expect_closed();
+    b.expect_eof();
     let left = format!("* {} left lobby (see you)", b.nick);
     for x in [&mut a, &mut c, &mut d, &mut e] {
         x.expect(&left);
     }
     c.send("/quit");
     c.expect("* bye");
-    c.expect_closed();
+    c.expect_eof();
     let left = format!("* {} left lobby", c.nick);
     for x in [&mut a, &mut d, &mut e] {
         x.expect(&left);

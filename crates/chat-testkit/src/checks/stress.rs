@@ -9,58 +9,23 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
-use super::{clip, lobby, ruler, GARBAGE_SEED};
-use crate::client::{parse_welcome, who_more, ReadError, LINE_TIMEOUT};
-use crate::{garbage, parse_who, Client, Options, Rng, Server, Target};
+use super::{
+    assert_no_failures, clip, joined, lobby, ruler, tiny_buffers_client, try_expect_while, Unset,
+    FLOW_TIMEOUT, GARBAGE_SEED, MIN_OUTBOX_BYTES, SLOW_GRACE,
+};
+use crate::client::{parse_welcome, who_line, ReadError, LINE_TIMEOUT};
+use crate::{garbage, Client, Options, Rng, Server, Target};
 
 /// How much junk the garbage checks send.
 const GARBAGE_BYTES: usize = 64 * 1024;
 
 /// A small outbox for the slow-consumer checks, so a client that does not read fills
-/// it quickly.
-const SMALL_OUTBOX: usize = 4096;
-
-/// Connects a client whose socket buffers are tiny (set before `connect`, so the TCP
-/// window is small from the start): the kernel cannot hide that it never reads, and its
-/// writes block soon after the server stops reading them.
-#[track_caller]
-fn tiny_buffers_client(server: &Server, label: &str) -> Client {
-    let setup = || -> io::Result<TcpStream> {
-        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
-        sock.set_recv_buffer_size(1024)?;
-        sock.set_send_buffer_size(8192)?;
-        sock.connect_timeout(&server.addr().into(), LINE_TIMEOUT)?;
-        Ok(sock.into())
-    };
-    let stream = setup().unwrap_or_else(|e| panic!("client {label}: cannot connect: {e}"));
-    Client::new(label, stream).unwrap_or_else(|e| panic!("client {label}: {e}"))
-}
-
-/// Joins a scoped thread, re-raising its panic, and returns its result.
-fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    handle
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-}
-
-/// Panics with all the failures of a multi-threaded check, if there are any.
-#[track_caller]
-fn assert_no_failures(what: &str, failures: Vec<String>) {
-    if !failures.is_empty() {
-        panic!(
-            "{what}: {} failure(s):\n  {}",
-            failures.len(),
-            failures.join("\n  ")
-        );
-    }
-}
+/// it quickly: the smallest the specification allows.
+const SMALL_OUTBOX: usize = MIN_OUTBOX_BYTES;
 
 /// Sends the junk from `g` (on a writer thread, in pieces of random size, then
 /// `\n/nick survivor`), reading everything the server answers meanwhile. Every answer
@@ -114,6 +79,9 @@ fn send_garbage(g: &mut Client) -> Result<(), String> {
 /// 64 KiB of junk (NULs, invalid UTF-8, over-long lines, broken commands; seeded, so a
 /// failure replays): the connection stays open and usable, the server stays up and
 /// welcomes the next client.
+///
+/// Breaks, if it fails: *Bad input hurts nobody else*, "no bytes a client sends can crash the
+/// server".
 pub fn garbage_survived(t: &Target) {
     let server = t.start(Options::default());
     let mut g = server.join("G");
@@ -122,13 +90,16 @@ pub fn garbage_survived(t: &Target) {
     }
     g.send("/quit");
     g.expect("* bye");
-    g.expect_closed();
+    g.expect_eof();
     server.join("next");
     server.finish();
 }
 
 /// While one client sends junk, two others in another room chat: they see exactly their
 /// own conversation, nothing more, nothing less.
+///
+/// Breaks, if it fails: *Bad input hurts nobody else*, "... or change what any other client
+/// receives beyond what the protocol says that input does".
 pub fn garbage_isolated(t: &Target) {
     const MESSAGES: usize = 100;
     let server = t.start(Options::default());
@@ -163,15 +134,43 @@ pub fn garbage_isolated(t: &Target) {
     b.sync();
     g.send("/quit");
     g.expect("* bye");
-    g.expect_closed();
+    g.expect_eof();
     a.sync(); // G was never in quiet: its leaving is not announced there
     server.finish();
 }
 
-/// SIGTERM: every client gets `* server shutting down` and EOF, the process exits with
-/// status 0 within 5 s and has printed nothing on stdout but `listening on ADDR`.
+/// How long after SIGTERM a server must have exited: its `SHUTDOWN_GRACE` (3 s), and slack.
+pub(crate) const EXIT_WITHIN: Duration = Duration::from_secs(5);
+
+/// After SIGTERM (sent at `signalled`): the process exits with status 0 within
+/// [`EXIT_WITHIN`], it printed nothing on stdout after `listening on ADDR`, and nothing in it
+/// panicked.
+#[track_caller]
+pub(crate) fn assert_clean_exit(server: &mut Server, signalled: Instant) {
+    match server.wait_exit(EXIT_WITHIN.saturating_sub(signalled.elapsed())) {
+        None => panic!("the server still runs {EXIT_WITHIN:?} after SIGTERM"),
+        Some(status) if !status.success() => {
+            panic!("after SIGTERM the server must exit with status 0, got {status}")
+        }
+        Some(_) => {}
+    }
+    let extra = server.stdout_after_listening();
+    assert!(
+        extra.is_empty(),
+        "the server must print exactly one line on stdout, but after `listening on ADDR` \
+         it printed {:?}",
+        String::from_utf8_lossy(&extra)
+    );
+    server.assert_no_panic();
+}
+
+/// SIGTERM: every client gets `* server shutting down` and then the end of the stream (a
+/// FIN, not a reset); once they close, the process exits with status 0 within 5 s and has
+/// printed nothing on stdout but `listening on ADDR`.
+///
+/// Breaks, if it fails: *The server process*, "on SIGINT or SIGTERM ... closes every client as
+/// under *Closing* ... then it exits with status 0".
 pub fn sigterm_shuts_down_cleanly(t: &Target) {
-    const EXIT_WITHIN: Duration = Duration::from_secs(5);
     let mut server = t.start(Options::default());
     let mut clients = if t.concurrent_clients() {
         let mut v = lobby(&server, 3, "S");
@@ -189,48 +188,42 @@ pub fn sigterm_shuts_down_cleanly(t: &Target) {
     }
     server.terminate();
     let signalled = Instant::now();
-    for c in &mut clients {
+    for mut c in clients {
         c.expect("* server shutting down");
-        c.expect_closed();
+        c.expect_eof();
     }
-    match server.wait_exit(EXIT_WITHIN.saturating_sub(signalled.elapsed())) {
-        None => panic!("the server still runs {EXIT_WITHIN:?} after SIGTERM"),
-        Some(status) if !status.success() => {
-            panic!("after SIGTERM the server must exit with status 0, got {status}")
-        }
-        Some(_) => {}
-    }
-    let extra = server.stdout_after_listening();
-    assert!(
-        extra.is_empty(),
-        "the server must print exactly one line on stdout, but after `listening on ADDR` \
-         it printed {:?}",
-        String::from_utf8_lossy(&extra)
-    );
-    assert!(
-        !server.stderr_text().contains("panicked at"),
-        "a thread of the server panicked (see its stderr below)"
-    );
+    assert_clean_exit(&mut server, signalled);
 }
 
-/// With `--outbox-bytes 4096`, a client that floods `/help` and never reads its answers
-/// is closed by the server: once the server stops reading it, reading shows what the
-/// server had queued and then EOF. Then the next client is served.
+/// With `--outbox-bytes 8192`, a client that floods `/help` and never reads its answers is
+/// cut as a slow consumer, and nothing else happens. Its own replies count like anybody's
+/// lines (flow control, rule 6): its input waits for room, it stays behind, and within
+/// `SLOW_GRACE` of that the server closes it. Where clients are served at once, a watcher in
+/// its room sees exactly `* NICK left lobby (slow consumer)`; the next client is welcomed and
+/// hears nothing of it.
+///
+/// Breaks, if it fails: "a client that does not read is cut within `SLOW_GRACE` of falling
+/// behind" and "the replies to its own commands count like anybody's lines" (rules 4, 6).
 pub fn flooding_help_closed_as_slow_consumer(t: &Target) {
     /// Lines sent at most: far more than a server can answer into bounded buffers.
     const MAX_LINES: usize = 1_000_000;
-    /// A write blocked this long means the server has stopped reading this client: it
-    /// closed it (right) or waits for it (wrong). Reading afterwards tells which.
-    const STALL: Duration = Duration::from_secs(3);
+    /// A write blocked this long means the server has stopped reading this client (its
+    /// input waits): from then on it must be cut within `SLOW_GRACE`.
+    const STALL: Duration = Duration::from_millis(500);
     /// The most a server that closed the client can have had queued for it (outbox plus
     /// kernel buffers); a server still answering after this much was waiting, not closing.
     const MAX_DRAIN: usize = 16 << 20;
-    let server = t.start(Options {
+    let mut server = t.start(Options {
         outbox_bytes: Some(SMALL_OUTBOX),
         ..Options::default()
     });
+    server.set_line_timeout(FLOW_TIMEOUT);
+    let mut watcher = t.concurrent_clients().then(|| server.join("watcher"));
     let mut f = tiny_buffers_client(&server, "flooder");
     f.expect_welcome();
+    if let Some(w) = &mut watcher {
+        w.expect(&format!("* {} joined lobby", f.nick));
+    }
     let w = f.writer();
     if let Err(e) = w.set_write_timeout(Some(STALL)) {
         panic!("{}: set_write_timeout: {e}", f.who_am_i());
@@ -263,33 +256,56 @@ pub fn flooding_help_closed_as_slow_consumer(t: &Target) {
             Err(e) => panic!("{}: after {sent} `/help` lines: {e}", f.who_am_i()),
         }
     }
-    if let Err(e) = f.try_drain_until_closed(LINE_TIMEOUT, MAX_DRAIN) {
-        panic!("{e} (after it sent {sent} `/help` lines without reading)");
+    // It has been behind since before our write stalled: cut within SLOW_GRACE (and some
+    // scheduling slack) from now.
+    if let Err(e) = f.try_drain_until_closed(SLOW_GRACE + LINE_TIMEOUT, MAX_DRAIN) {
+        panic!(
+            "{e} (after it sent {sent} `/help` lines without reading: a client that stays \
+             behind for SLOW_GRACE is a slow consumer, and is cut)"
+        );
     }
-    // The server goes on: the next client is welcomed. (Only the welcome is certain:
-    // where clients are served at once, the flooder's departure may still be announced.)
-    server.join("next");
+    let nick = f.nick.clone();
+    if let Some(w) = &mut watcher {
+        w.expect(&format!("* {nick} left lobby (slow consumer)"));
+        w.sync();
+    }
+    // The server goes on: the next client is welcomed, and told nothing about the flooder.
+    let mut next = server.join("next");
+    let mut members = vec![next.nick.clone()];
+    if let Some(w) = &mut watcher {
+        w.expect(&format!("* {} joined lobby", next.nick));
+        members.push(w.nick.clone());
+    }
+    let members: Vec<&str> = members.iter().map(String::as_str).collect();
+    next.expect_who("lobby", &members);
     server.finish();
 }
 
 /// A client with a tiny receive buffer that never reads sits in the room while a sender
 /// sends ~200-byte messages and a receiver reads them all. The server (`--outbox-bytes
-/// 4096`) closes the slow client, the room sees `* NICK left lobby (slow consumer)`, and
-/// the receiver gets every message, in order, exactly once.
+/// 8192`) cuts the slow client within `SLOW_GRACE` of falling behind (meanwhile the sender
+/// waits: the receiver may see a pause of about a second, never a loss), the room sees
+/// `* NICK left lobby (slow consumer)`, and the receiver gets every message, in order,
+/// exactly once.
+///
+/// Breaks, if it fails: "a client that does not read is cut within `SLOW_GRACE`", "a client
+/// that reads is never cut", exactly once and per-sender order.
 pub fn slow_consumer_in_room(t: &Target) {
     /// Upper bound on messages if the slow consumer is never cut off.
     const MAX_MESSAGES: usize = 20_000;
     /// Messages still sent after the cut: delivery must go on normally.
     const AFTER_CUT: usize = 100;
     /// The sender stays at most this many messages ahead of the receiver, so the
-    /// receiver, who reads all the time, never has more than 8 * ~215 bytes (under half
-    /// the 4096-byte outbox) owed to it: it can never look slow itself.
+    /// receiver, who reads all the time, never has more than 8 * (~215 + 32) bytes (under
+    /// half the 8192-byte outbox) owed to it: it can never look slow itself.
     const WINDOW: usize = 8;
 
-    let server = t.start(Options {
+    let mut server = t.start(Options {
         outbox_bytes: Some(SMALL_OUTBOX),
         ..Options::default()
     });
+    // The sender's lines wait while the slow client is behind: up to SLOW_GRACE.
+    server.set_line_timeout(FLOW_TIMEOUT);
     let mut v = lobby(&server, 2, "");
     let (r, s) = v.split_at_mut(1);
     let (receiver, sender) = (&mut r[0], &mut s[0]);
@@ -308,11 +324,13 @@ pub fn slow_consumer_in_room(t: &Target) {
     let progress = Condvar::new();
     let cut_seen = AtomicBool::new(false);
     let give_up = AtomicBool::new(false);
+    let writing = AtomicBool::new(true);
     let mut w = sender.writer();
 
     let failures = std::thread::scope(|s| {
         // The sender's writer: paced by the receiver, stops AFTER_CUT messages after the cut.
         let writer = s.spawn(|| -> Result<(), String> {
+            let _done = Unset(&writing);
             let pad = ruler(190);
             let mut after_cut = 0;
             for i in 0..MAX_MESSAGES {
@@ -329,12 +347,12 @@ pub fn slow_consumer_in_room(t: &Target) {
                 let waited_since = Instant::now();
                 while i >= *got + WINDOW {
                     let (g, timeout) = progress
-                        .wait_timeout(got, LINE_TIMEOUT)
+                        .wait_timeout(got, FLOW_TIMEOUT)
                         .expect("progress lock");
                     got = g;
-                    if timeout.timed_out() && waited_since.elapsed() >= LINE_TIMEOUT {
+                    if timeout.timed_out() && waited_since.elapsed() >= FLOW_TIMEOUT {
                         return Err(format!(
-                            "sender: the receiver got no message for {LINE_TIMEOUT:?} \
+                            "sender: the receiver got no message for {FLOW_TIMEOUT:?} \
                              ({} of {i} sent)",
                             *got
                         ));
@@ -355,7 +373,7 @@ pub fn slow_consumer_in_room(t: &Target) {
             Ok(())
         });
         // The sender's own reader: the only line for it is the cut notice.
-        let sender_reader = s.spawn(|| sender.try_expect(&cut_line));
+        let sender_reader = s.spawn(|| try_expect_while(sender, &cut_line, &writing));
         // The receiver, here: every message in order, the cut notice once, then `done`.
         let mut next = 0usize;
         let mut cuts = 0;
@@ -442,6 +460,9 @@ pub fn slow_consumer_in_room(t: &Target) {
 /// 4 senders and 4 receivers in one room, 300 messages per sender, everybody reading
 /// all the time: every client gets every other sender's messages exactly once, each
 /// sender's in the order sent.
+///
+/// Breaks, if it fails: *Guarantees*, exactly once and per-sender order, with several senders
+/// and receivers.
 pub fn fan_out_keeps_order(t: &Target) {
     const SENDERS: usize = 4;
     const RECEIVERS: usize = 4;
@@ -520,8 +541,12 @@ pub fn fan_out_keeps_order(t: &Target) {
     server.finish();
 }
 
-/// 300 clients in one room: all are welcomed, a message reaches all 299 others, and
-/// `/who` lists 100 names then `and 200 more`.
+/// 300 clients in one room: all are welcomed with distinct nicks, a message reaches all 299
+/// others, and `/who` lists exactly the first 100 of them in case-insensitive order, then
+/// ` and 200 more`.
+///
+/// Breaks, if it fails: exactly once to every other member, unique nicks, and the list
+/// format of `/who` ("at most 100 entries ... followed by ` and N more`").
 pub fn many_clients(t: &Target) {
     const N: usize = 300;
     let server = t.start(Options {
@@ -529,11 +554,14 @@ pub fn many_clients(t: &Target) {
         ..Options::default()
     });
     let mut clients = lobby(&server, N, "many");
-    let all: HashSet<String> = clients.iter().map(|c| c.nick.clone()).collect();
+    let all: HashSet<String> = clients
+        .iter()
+        .map(|c| c.nick.to_ascii_lowercase())
+        .collect();
     assert_eq!(
         all.len(),
         N,
-        "{N} clients got only {} distinct nicks",
+        "{N} clients got only {} distinct nicks (nicks are unique regardless of case)",
         all.len()
     );
     let text = format!("hello, all {} of you", N - 1);
@@ -543,21 +571,17 @@ pub fn many_clients(t: &Target) {
         c.expect(&want);
     }
     clients[0].sync();
+    let nicks: Vec<String> = clients.iter().map(|c| c.nick.clone()).collect();
+    let nicks: Vec<&str> = nicks.iter().map(String::as_str).collect();
+    let expected = who_line("lobby", &nicks);
     let c = &mut clients[1];
     c.send("/who");
     let line = c.line();
-    let (room, names) = parse_who(&line).unwrap_or_else(|e| panic!("{}: {e}", c.who_am_i()));
-    let distinct: HashSet<&String> = names.iter().collect();
     assert!(
-        room == "lobby"
-            && names.len() == 100
-            && distinct.len() == 100
-            && names.iter().all(|n| all.contains(n))
-            && who_more(&line) == Some(N - 100),
-        "{}: /who in a room of {N} must list 100 of its members then `and {} more`, got \
-         {:?}",
+        line == expected,
+        "{}: /who in a room of {N}: expected {:?}, got {:?}",
         c.who_am_i(),
-        N - 100,
+        clip(&expected, 300),
         clip(&line, 300)
     );
     server.finish();
@@ -601,6 +625,9 @@ fn welcome_with_retry(server: &Server, label: &str, deadline: Instant) -> Client
 
 /// `--max-clients 3`: the 4th connection gets `! server full` and EOF (and is never a
 /// member); after one of the 3 leaves, a new connection is welcomed.
+///
+/// Breaks, if it fails: *The server process*, "beyond `--max-clients`, a new connection gets `!
+/// server full` and is closed", and the freed place.
 pub fn max_clients(t: &Target) {
     let server = t.start(Options {
         max_clients: Some(3),
@@ -614,32 +641,70 @@ pub fn max_clients(t: &Target) {
     let nicks: Vec<String> = v.iter().map(|c| c.nick.clone()).collect();
     let names: Vec<&str> = nicks.iter().map(String::as_str).collect();
     v[0].expect_who("lobby", &names);
-    v[1].send("/quit");
-    v[1].expect("* bye");
-    v[1].expect_closed();
+    let mut quitter = v.remove(1);
+    quitter.send("/quit");
+    quitter.expect("* bye");
+    quitter.expect_eof();
+    drop(quitter); // its end of the stream: the server may close it and free its place now
     let left = format!("* {} left lobby", nicks[1]);
-    v[0].expect(&left);
-    v[2].expect(&left);
+    for c in &mut v {
+        c.expect(&left);
+    }
     let new = welcome_with_retry(&server, "M4", Instant::now() + LINE_TIMEOUT);
     let joined_line = format!("* {} joined lobby", new.nick);
-    v[0].expect(&joined_line);
-    v[2].expect(&joined_line);
+    for c in &mut v {
+        c.expect(&joined_line);
+    }
     server.finish();
 }
 
-/// With RLIMIT_NOFILE at 64, 150 connections: the server survives, does not spin while
-/// it is out of descriptors (under 0.5 s of CPU, and under 0.5 s runnable, in a 1-second
-/// window), and once those clients are gone it welcomes a new one.
+/// One round of proof that two members in their own room are served: a message from one
+/// reaches the other, and `/who` is answered to both.
+#[track_caller]
+fn served(a: &mut Client, b: &mut Client, room: &str, round: usize) {
+    let text = format!("still served, round {round}");
+    a.send(&text);
+    b.expect(&format!("<{}> {text}", a.nick));
+    let (na, nb) = (a.nick.clone(), b.nick.clone());
+    b.expect_who(room, &[&na, &nb]);
+    a.expect_who(room, &[&na, &nb]);
+}
+
+/// With RLIMIT_NOFILE at 64, two members in a room of their own, then 150 more connections:
+/// the server survives, the two are served (messages and `/who`) while the listener backs
+/// off, the server uses at most a few percent of a core meanwhile (5% CPU in a 2-second
+/// window; and, to catch a spinner that gets only a share of a busy machine, runnable — on a
+/// CPU or waiting for one — at most 75% of it), and once the 150 are gone it welcomes a new
+/// one.
+///
+/// Breaks, if it fails: "running out of file descriptors (EMFILE) never crashes the server,
+/// never makes it spin, and never stops it serving the clients it has".
 pub fn emfile_backs_off(t: &Target) {
     const NOFILE: u64 = 64;
     const CONNECTIONS: usize = 150;
-    const WINDOW: Duration = Duration::from_secs(1);
-    const MAX_CPU: Duration = Duration::from_millis(500);
+    const WINDOW: Duration = Duration::from_secs(2);
+    /// A few percent of one core. A server that backs off wakes a few times a second and
+    /// fails one `accept` each time: microseconds.
+    const MAX_CPU: Duration = Duration::from_millis(100);
+    /// Waiting for a CPU after each timed wake-up is not spinning, and on a loaded machine it
+    /// adds up (600 ms in 2 s were seen with two busy loops on two cores); a server that spins
+    /// is runnable all the time (2 s, or more with several threads).
+    const MAX_RUNNABLE: Duration = Duration::from_millis(1500);
     let mut server = t.start(Options {
         nofile: Some(NOFILE),
         workers: Some(CONNECTIONS + 50),
         ..Options::default()
     });
+    // Two members in a room of their own (arrivals in lobby do not concern them).
+    let mut v = lobby(&server, 2, "member");
+    let (a, b) = v.split_at_mut(1);
+    let (a, b) = (&mut a[0], &mut b[0]);
+    a.send("/join served");
+    a.expect("* you joined served (1 members)");
+    b.expect(&format!("* {} left lobby", a.nick));
+    b.send("/join served");
+    b.expect("* you joined served (2 members)");
+    a.expect(&format!("* {} joined served", b.nick));
     let mut conns: Vec<Client> = (0..CONNECTIONS)
         .map(|i| server.connect(&format!("E{i}")))
         .collect();
@@ -660,6 +725,7 @@ pub fn emfile_backs_off(t: &Target) {
     }
     server.assert_alive();
     let fds = server.open_fds();
+    served(a, b, "served", 0);
     let (cpu_before, runnable_before) = (server.cpu_time(), server.runnable_time());
     std::thread::sleep(WINDOW);
     let cpu = server.cpu_time().saturating_sub(cpu_before);
@@ -671,19 +737,21 @@ pub fn emfile_backs_off(t: &Target) {
     // CPU time, as asked; and runnable time (CPU + waiting for a CPU), which also
     // catches a spinning server on a loaded machine where it gets only part of a core.
     assert!(
-        cpu < MAX_CPU && runnable.is_none_or(|r| r < MAX_CPU),
+        cpu <= MAX_CPU && runnable.is_none_or(|r| r <= MAX_RUNNABLE),
         "with {CONNECTIONS} connections and RLIMIT_NOFILE {NOFILE} (server holding {fds} \
-         descriptors) the server used {cpu:?} of CPU and was runnable for {runnable:?} in \
-         {WINDOW:?}: it must back off on accept errors (EMFILE), not spin"
+         descriptors) the server used {cpu:?} of CPU (at most {MAX_CPU:?}) and was runnable \
+         for {runnable:?} (at most {MAX_RUNNABLE:?}) in {WINDOW:?}: it must back off on \
+         accept errors (EMFILE), not spin"
     );
+    served(a, b, "served", 1);
     drop(conns);
     let mut new = welcome_with_retry(&server, "after", Instant::now() + LINE_TIMEOUT);
-    new.send("/nick after_emfile");
+    new.send("/nick after-emfile");
     // Departures of the 150 may still be announced before the reply; look for it.
     let mut skipped = 0;
     loop {
         let line = new.line();
-        if line == "* you are now after_emfile" {
+        if line == "* you are now after-emfile" {
             break;
         }
         skipped += 1;
@@ -692,34 +760,10 @@ pub fn emfile_backs_off(t: &Target) {
         let departure = line.ends_with(" left lobby") || line.ends_with(" joined lobby");
         assert!(
             line.starts_with("* ") && departure && skipped <= 2 * CONNECTIONS,
-            "{}: expected `* you are now after_emfile`, got {line:?}",
+            "{}: expected `* you are now after-emfile`, got {line:?}",
             new.who_am_i()
         );
     }
-    server.finish();
-}
-
-/// 1000 connections opened as fast as possible are all welcomed, each with its own nick.
-pub fn connect_burst_all_welcomed(t: &Target) {
-    const BURST: usize = 1000;
-    let server = t.start(Options::default());
-    let mut conns: Vec<Client> = (0..BURST)
-        .map(|i| server.connect(&format!("burst{i}")))
-        .collect();
-    let deadline = Instant::now() + 3 * LINE_TIMEOUT;
-    let mut nicks = HashSet::new();
-    for c in &mut conns {
-        let line = c
-            .try_line_within(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|e| panic!("{}: expected `* welcome guestN`, got {e}", c.who_am_i()));
-        let nick = parse_welcome(&line).unwrap_or_else(|e| panic!("{}: {e}", c.who_am_i()));
-        assert!(
-            nicks.insert(nick.to_ascii_lowercase()),
-            "{}: nick {nick} was given twice",
-            c.who_am_i()
-        );
-    }
-    // Kill the server before the 1000 clients close, or it would spend its time
-    // announcing 1000 departures to a shrinking room.
+    served(a, b, "served", 2);
     server.finish();
 }
