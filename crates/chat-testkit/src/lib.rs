@@ -92,6 +92,7 @@
 pub mod checks;
 mod client;
 mod garbage;
+mod parse;
 pub mod procfs;
 mod server;
 
