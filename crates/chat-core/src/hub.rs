@@ -625,7 +625,8 @@ impl Hub {
             .strip_prefix("guest")
             .and_then(|n| n.parse::<u64>().ok())
         {
-            if key == format!("guest{n}") {
+            // `guest0` is a nick like any other: guest numbers count from 1.
+            if n >= 1 && key == format!("guest{n}") {
                 self.guest_floor = self.guest_floor.min(n);
             }
         }

@@ -403,3 +403,13 @@ fn who_at_exactly_100_has_no_tail_and_at_101_one_more() {
     let reply = net.take(ids[0]);
     assert!(reply[0].ends_with(" and 1 more"), "{}", reply[0]);
 }
+
+#[test]
+fn guest_numbers_count_from_one_even_after_guest0_is_freed() {
+    let mut net = Net::new();
+    let a = net.connect();
+    net.say(a, "/nick guest0");
+    net.say(a, "/nick alice");
+    let b = net.connect();
+    assert_eq!(net.hub.nick(b), Some("guest1"));
+}
