@@ -75,8 +75,9 @@ pub enum Event {
     /// This client's input had to wait for room and is accepted again: read from it. (An
     /// edge-triggered stage must read even without a new event: bytes may be waiting.)
     Resume(ClientId),
-    /// Everything owed is written and the server is done with this client: end the sending
-    /// side (`shutdown(SHUT_WR)`), then go on reading, until the client ends its stream
+    /// Everything owed is written (the outbox is empty, so no write of it can be in flight)
+    /// and the server is done with this client: end the sending side (`shutdown(SHUT_WR)`),
+    /// then go on reading, until the client ends its stream
     /// ([`Server::eof`]: the server then says [`Event::Close`]).
     Hangup(ClientId),
     /// Close this client's socket now. The server has already forgotten it: a slow consumer,
@@ -227,7 +228,10 @@ impl Server {
     }
 
     /// Whether to read from `id` now. False while its input waits for room (until
-    /// [`Event::Resume`]), once it ended its stream (nothing more can come, and level-triggered
+    /// [`Event::Resume`]; it starts waiting only inside a call with that client's own input,
+    /// [`Server::receive`] or, on arrival in a cluster, [`Server::connect`] — never because of
+    /// another client, so a stage with one read in flight per client may rely on it), once it
+    /// ended its stream (nothing more can come, and level-triggered
     /// readiness would report that end on every call), and once it is gone. A closing client is
     /// still read, and what it sends ignored: closing a socket with unread input makes the
     /// kernel send a reset, which destroys what the client was still owed.
