@@ -10,6 +10,10 @@
 #     per binary, for the table in "Concurrency and parallelism";
 #   - book/src/generated/stage-BIN.md, one per stage binary, is the "Measured"
 #     section at the end of that stage's chapter.
+#   Every figure comes from the report's figures.json, written by the same
+#   code as its tables, so a rule (at least 100 clients for a per-connection
+#   figure, "≥ X (generator-bound)" for a knee the generator ended) reads the
+#   same in every place. Peers (run.json `peer: true`) get no stage block.
 #   - if a C10K run exists (`chat-bench compare --profile full --scenarios idle
 #     --out results/c10k`), its report goes to book/src/generated/c10k/, the
 #     memory per connection is taken from it (10,000 clients say more than
@@ -20,8 +24,8 @@
 #        results/c10k/*/ that has one)
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+# shellcheck source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
 
 run=${1:-}
 if [ -z "$run" ]; then
@@ -44,20 +48,19 @@ if [ -z "$c10k" ]; then
 fi
 c10k=${c10k%/}
 
-echo "+ cargo build -p chat-bench"
-cargo build -p chat-bench
-target=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+echo "+ cargo build --release -p chat-bench"
+cargo build --release -p chat-bench
+target=$(target_dir)
 
 rm -rf "$out"
 mkdir -p "$out"
 echo "+ chat-bench report $run --out $out"
-"$target/debug/chat-bench" report "$run" --out "$out"
+"$target/release/chat-bench" report "$run" --out "$out"
 if [ -n "$c10k" ]; then
     rm -rf book/src/generated/c10k
     mkdir -p book/src/generated/c10k
     echo "+ chat-bench report $c10k --out book/src/generated/c10k"
-    "$target/debug/chat-bench" report "$c10k" --out book/src/generated/c10k
+    "$target/release/chat-bench" report "$c10k" --out book/src/generated/c10k
 fi
 
 echo "+ writing $out/source.md and book/src/generated/memory-per-connection.md"
@@ -97,32 +100,32 @@ with open(source_md, "w") as f:
     f.write(f"| pinning | {c.get('pinning', '?')} |\n")
 
 
-def kib(b):
-    return f"{b / 1024:.1f} KiB"
+def figures_of(report_dir):
+    """The cells `chat-bench report` wrote for every server: the same text as
+    its tables, so the one rule for each figure holds here too."""
+    path = report_dir / "figures.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
+
+figures = figures_of(source_md.parent)
+memory_figures = figures_of(source_md.parent.parent / "c10k") if c10k is not None else figures
 
 cells = {}  # anchor -> text
 by_bin = {}  # binary -> [(label, text)]
 for stage in index.get("stages", []):
+    if stage.get("peer"):
+        continue  # a peer has no chapter, and no memory row
     label = stage["label"]
-    path = memory_run / label / "idle.json"
-    if not path.is_file():
+    f = memory_figures.get(label, {})
+    memory = f.get("idle.memory", "not measured (no idle run)")
+    if memory in ("not run", "-"):
         text = "not measured (no idle run)"
+    elif memory.startswith("not measured") or memory.startswith("error"):
+        text = memory
     else:
-        r = json.loads(path.read_text())
-        idle = r.get("idle") or {}
-        rss = idle.get("rss_per_connection_bytes")
-        ready = r.get("connect", {}).get("ready", 0)
-        if r.get("error"):
-            text = f"not measured ({r['error']})"
-        elif rss is None or ready < 100:
-            # Fewer than 100 clients: the per-connection figure would be noise
-            # (the report hides it too).
-            text = f"not measured (only {ready} clients got in)"
-        else:
-            # The server's RSS only: the kernel's TCP memory is machine-wide and
-            # can even shrink during a run; the comparison's idle table has it.
-            text = f"{kib(rss)} ({ready} idle clients)"
+        # The server's RSS only: the kernel's TCP memory is machine-wide and
+        # too noisy to divide by the clients (the report leaves it out too).
+        text = f"{memory} ({f.get('idle.clients', '?')} idle clients)"
     cells[label] = text
     binary = stage["command"].split()[0].rsplit("/", 1)[-1]
     by_bin.setdefault(binary, []).append((label, text))
@@ -141,91 +144,44 @@ print(f"wrote {source_md} and {memory_md}")
 
 # ---- one "Measured" block per stage binary: book/src/generated/stage-BIN.md,
 # included at the end of each stage chapter (so its links start with ../).
-
-
-def si(v):
-    if v >= 1e6:
-        return f"{v / 1e6:.2f}M"
-    if v >= 1e4:
-        return f"{v / 1e3:.1f}k"
-    if v >= 1e3:
-        return f"{v / 1e3:.2f}k"
-    return f"{v:.0f}"
-
-
-def ms(us):
-    return f"{us / 1e3:.0f} ms" if us >= 100_000 else f"{us / 1e3:.2f} ms"
-
-
-def size(b):
-    if abs(b) >= 1024 * 1024:
-        return f"{b / 1024 / 1024:.1f} MiB"
-    if abs(b) >= 1024:
-        return f"{b / 1024:.1f} KiB"
-    return f"{b:.0f} B"
-
-
-def ready(r):
-    c = r.get("connect", {})
-    got, asked = c.get("ready", 0), c.get("attempted", 0)
-    return f"{got}" if got == asked else f"{got} of {asked}"
-
-
-def correct(r):
-    bad = {k: r.get(k, 0) for k in ("lost", "duplicated", "reordered", "unexpected")}
-    if not any(bad.values()):
-        return "ok" if r.get("expected", 0) else "nothing sent"
-    return ", ".join(f"{k} {v}" for k, v in bad.items() if v)
-
-
-def server(r, key, fmt):
-    v = (r.get("server") or {}).get(key)
-    return "-" if v is None else fmt(v)
-
+# Every cell is a figure of figures.json; the rows say what each one is.
 
 ROWS = [
-    ("idle", "clients connected and in their rooms", ready),
-    ("idle", "server memory per idle connection",
-     lambda r: "-" if (r.get("idle") or {}).get("rss_per_connection_bytes") is None
-     else size(r["idle"]["rss_per_connection_bytes"])),
-    ("idle", "kernel TCP memory per idle connection",
-     lambda r: size((r.get("idle") or {}).get("kernel_per_connection_bytes", 0))),
-    ("chat", "deliveries per second (same load for every stage)",
-     lambda r: si(r.get("deliveries_per_sec", 0))),
-    ("chat", "latency p50 / p99",
-     lambda r: f"{ms(r['latency_us']['p50'])} / {ms(r['latency_us']['p99'])}"),
-    ("chat", "every delivery exactly once, in order", correct),
-    ("chat", "server CPU per delivery",
-     lambda r: server(r, "cpu_us_per_delivery", lambda v: f"{v:.2f} µs")),
-    ("chat", "server threads", lambda r: server(r, "threads", str)),
-    ("flood", "highest delivery rate with p99 under 100 ms",
-     lambda r: si(r.get("max_bounded_deliveries_per_sec") or 0)),
-    ("slow", "slow readers dropped as slow consumers",
-     lambda r: "-" if not r.get("slow") else
-     f"{r['slow']['slow_dropped']} of {r['slow']['slow_clients']}"),
-    ("slow", "the other readers' p99", lambda r: ms(r["latency_us"]["p99"])),
-    ("churn", "connect-join-quit cycles per second",
-     lambda r: "-" if not r.get("churn") else si(r["churn"]["per_sec"])),
-    ("starve", "clients welcomed", ready),
+    ("idle", "clients connected and in their rooms", "idle.clients"),
+    ("idle", "server memory per idle connection", "idle.memory"),
+    ("chat", "deliveries per second (same load for every stage)", "chat.deliveries"),
+    ("chat", "latency p50 / p99", "chat.latency"),
+    ("chat", "every delivery exactly once, in order", "chat.correct"),
+    ("chat", "server CPU per delivery", "chat.cpu"),
+    ("chat", "server threads", "chat.threads"),
+    ("flood", "knee: highest delivery rate with p99 under 100 ms", "flood.knee"),
+    ("flood", "server CPU per delivery at {load}/s (× the ceiling)", "flood.efficiency"),
+    ("one-room", "knee in one room of 100", "one-room.knee"),
+    ("slow", "slow readers dropped as slow consumers", "slow.dropped"),
+    ("slow", "the other readers' p99", "slow.p99"),
+    ("churn", "connect-join-quit cycles per second", "churn.cycles"),
+    ("starve", "clients welcomed", "starve.ready"),
 ]
-SCENARIOS = ["idle", "chat", "flood", "slow", "churn", "starve"]
+C10K_ROWS = [
+    ("clients connected and in their rooms", "idle.clients"),
+    ("server memory per idle connection", "idle.memory"),
+    ("one message per room after the silence: deliveries arrived", "idle.alive"),
+]
+c10k_figures = figures_of(source_md.parent.parent / "c10k") if c10k is not None else {}
 
 profile = index.get("profile", "?")
 for binary, rows in by_bin.items():
     labels = [label for label, _ in rows]
-    results = {}
-    for label in labels:
-        for sc in SCENARIOS:
-            path = run / label / f"{sc}.json"
-            if path.is_file():
-                results[(label, sc)] = json.loads(path.read_text())
+    have = [l for l in labels if l in figures]
     out = memory_md.parent / f"stage-{binary}.md"
     with open(out, "w") as f:
         f.write(f"<!-- Generated by scripts/book-results.sh from {run.as_posix()}. "
                 "Do not edit: rerun it. -->\n")
-        if not results:
+        if not have or all(figures[l].get("idle.clients") == "not run"
+                           and figures[l].get("chat.deliveries") == "not run" for l in have):
             f.write(f"The committed load-test run (`{run.as_posix()}`) has no results "
                     f"for `{binary}`: its binary was not found when it ran.\n")
+            print(f"wrote {out}")
             continue
         f.write(f"From the committed load-test run `{run.as_posix()}` (profile "
                 f"`{profile}`; {c.get('pinning', 'pinning unknown')}); the "
@@ -233,37 +189,21 @@ for binary, rows in by_bin.items():
                 "[the load test](../load-test.md) explains each figure.\n\n")
         f.write("| scenario | figure | " + " | ".join(f"`{l}`" for l in labels) + " |\n")
         f.write("|---|---|" + "---|" * len(labels) + "\n")
-        for sc, name, fn in ROWS:
-            cells_ = []
-            for label in labels:
-                r = results.get((label, sc))
-                if r is None:
-                    cells_.append("not run")
-                elif r.get("error"):
-                    cells_.append("error (see the comparison)")
-                else:
-                    cells_.append(fn(r))
-            f.write(f"| {sc} | {name} | " + " | ".join(cells_) + " |\n")
-        if c10k is not None:
-            full = {label: json.loads((c10k / label / "idle.json").read_text())
-                    for label in labels if (c10k / label / "idle.json").is_file()}
-            for name, fn in [
-                ("clients connected and in their rooms", ready),
-                ("server memory per idle connection",
-                 lambda r: "-" if (r.get("idle") or {}).get("rss_per_connection_bytes") is None
-                 else size(r["idle"]["rss_per_connection_bytes"])),
-                ("one message per room after the silence: deliveries arrived",
-                 lambda r: f"{r.get('delivered', 0)} of {r.get('expected', 0)}"),
-            ]:
-                cells_ = [fn(full[l]) if l in full else "not run" for l in labels]
-                f.write(f"| idle, 10,000 clients ([C10K run](../comparison.md#ten-thousand-clients-memory-and-connects)) | {name} | "
-                        + " | ".join(cells_) + " |\n")
-        notes = [(label, sc, n) for (label, sc), r in results.items()
-                 for n in ([r["error"]] if r.get("error") else []) + r.get("notes", [])]
-        if notes:
+        load = figures[have[0]].get("efficiency.load", "the fixed load")
+        for sc, name, key in ROWS:
+            row = [figures.get(l, {}).get(key, "not run") for l in labels]
+            f.write(f"| {sc} | {name.format(load=load)} | " + " | ".join(row) + " |\n")
+        if c10k_figures:
+            for name, key in C10K_ROWS:
+                row = [c10k_figures.get(l, {}).get(key, "not run") for l in labels]
+                f.write("| idle, 10,000 clients ([C10K run](../comparison.md#ten-thousand-clients-memory-and-connects)) "
+                        f"| {name} | " + " | ".join(row) + " |\n")
+        # What happened: one line per stage at most, as in the comparison.
+        said = [(l, figures[l].get("what", "")) for l in have if figures[l].get("what")]
+        if said:
             f.write("\nWhat happened:\n\n")
-            for label, sc, n in notes:
-                f.write(f"- `{label}` / {sc}: {n}\n")
+            for label, what in said:
+                f.write(f"- `{label}`: {what}.\n")
     print(f"wrote {out}")
 PY
 ls "$out"

@@ -7,15 +7,22 @@ mdBook is forgiving in ways a book about real code cannot afford:
   * a link or image to a missing page or file is built without a word.
 So this script fails on each of those, on includes by line number (they break
 on the next edit), and on any chapter still holding the CHAPTER-NOT-WRITTEN
-marker, so that nothing unfinished lands silently.
+marker, so that nothing unfinished lands silently. It also fails when the
+benchmark results the book quotes are older than the code they measured
+(`stale`), and, in a real browser, on a table wider than the text column.
 
 Commands (standard library only, Python 3.9+):
   check_book.py sources BOOK_DIR       includes, anchors and markers in BOOK_DIR/src
   check_book.py html BUILD_DIR         links and images in the built HTML
-  check_book.py browser BUILD_DIR PAGE [--screenshot PNG]
-                                       open PAGE (e.g. comparison) in headless
-                                       Chromium, screenshot it, and fail unless
-                                       every <img> on it loaded
+  check_book.py stale REPO             fail when a stage crate, or a crate the
+                                       stages are built from, changed after the
+                                       git revision of the results the book quotes
+  check_book.py browser BUILD_DIR [PAGE...] [--screenshots DIR]
+                                       open every chapter (or PAGE, e.g. comparison)
+                                       in headless Chromium, save a screenshot of
+                                       the whole page in DIR, and fail unless every
+                                       <img> loaded and no table is wider than the
+                                       content column
   check_book.py self-test              prove the checks fail on broken input
 
 Each command prints what it checked and exits 1 when it found a problem.
@@ -199,6 +206,94 @@ def check_html(build: Path) -> list[str]:
     return list(dict.fromkeys(problems))
 
 
+# ------------------------------------------------------------------ stale --
+
+# The results the book quotes: book-results.sh writes one source.md per run.
+SOURCE_GLOB = "book/src/generated/**/source.md"
+SOURCE_ROW_RE = re.compile(r"^\|\s*(results|git revision)\s*\|\s*`([^`]+)`\s*\|", re.M)
+# crates/NN-name: the stages (00 is the count() example, not a stage).
+STAGE_DIR_RE = re.compile(r"^crates/(\d\d)-[^/]+$")
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+
+
+def _package(manifest: Path) -> tuple[str | None, list[str]]:
+    """A crate's package name and its `chat-*` dependencies (normal ones only)."""
+    text = manifest.read_text(encoding="utf-8")
+    name = re.search(r'^\[package\][^\[]*?^name\s*=\s*"([^"]+)"', text, re.M | re.S)
+    deps = re.search(r"^\[dependencies\]\n(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    chat = re.findall(r"^(chat-[\w-]+)\s*[.=]", deps.group(1), re.M) if deps else []
+    return (name.group(1) if name else None), chat
+
+
+def measured_crates(repo: Path) -> dict[str, str]:
+    """Every crate whose code a benchmark result measures: the stages
+    (crates/NN-*, NN > 00) and the `chat-*` crates they are built from
+    (chat-core, chat-net, ...). Maps its folder to a description."""
+    crates = {}
+    by_name = {}
+    for manifest in sorted((repo / "crates").glob("*/Cargo.toml")):
+        name, deps = _package(manifest)
+        folder = manifest.parent.relative_to(repo).as_posix()
+        if name:
+            by_name[name] = folder
+        m = STAGE_DIR_RE.match(folder)
+        if m and m.group(1) != "00":
+            crates[folder] = (f"the stage {name}", deps)
+    measured = {folder: what for folder, (what, _) in crates.items()}
+    for folder, (what, deps) in crates.items():
+        for dep in deps:
+            if dep in by_name and by_name[dep] not in measured:
+                measured[by_name[dep]] = f"{dep}, which the stages are built from"
+    if "crates/chat-core" not in measured and (repo / "crates/chat-core").is_dir():
+        measured["crates/chat-core"] = "chat-core, the protocol every stage runs"
+    return measured
+
+
+def rerun_command(results: str) -> str:
+    if results.startswith("results/c10k"):
+        return ("scripts/compare.sh --full --no-peer --scenarios idle --out results/c10k, "
+                "then scripts/book-results.sh")
+    return "scripts/compare.sh, then scripts/book-results.sh results/<the new run>"
+
+
+def check_stale(repo: Path) -> list[str]:
+    """Fails when code a quoted result measured changed after its revision."""
+    problems: list[str] = []
+    sources = sorted(repo.glob(SOURCE_GLOB))
+    if not sources:
+        return [f"{repo}: no {SOURCE_GLOB}: the book quotes no results (run scripts/book-results.sh)"]
+    measured = measured_crates(repo)
+    checked = 0
+    for source in sources:
+        rows = dict(SOURCE_ROW_RE.findall(source.read_text(encoding="utf-8")))
+        results, rev = rows.get("results", "?"), rows.get("git revision")
+        where = source.relative_to(repo).as_posix()
+        if not rev or rev == "unknown":
+            problems.append(f"{where}: no git revision recorded for {results}: rerun "
+                            f"{rerun_command(results)}")
+            continue
+        rev = rev.removesuffix("-dirty")
+        if _git(repo, "cat-file", "-e", f"{rev}^{{commit}}").returncode != 0:
+            problems.append(f"{where}: revision {rev} of {results} is not in this "
+                            f"repository's history: rerun {rerun_command(results)}")
+            continue
+        changed = _git(repo, "diff", "--name-only", rev, "HEAD", "--", *measured).stdout.split()
+        checked += 1
+        stale = [folder for folder in sorted(measured)
+                 if any(f.startswith(folder + "/") for f in changed)]
+        if stale:
+            names = ", ".join(f"{folder} ({measured[folder]})" for folder in stale)
+            problems.append(
+                f"{results}, quoted by {where}, is stale: measured at {rev}, and since then "
+                f"{names} changed; rerun {rerun_command(results)}")
+    print(f"stale: {len(sources)} quoted runs, {checked} compared with HEAD "
+          f"over {len(measured)} measured crates")
+    return problems
+
+
 # ---------------------------------------------------------------- browser --
 
 CHROMIUM_FLAGS = [
@@ -299,11 +394,13 @@ class Cdp:
                 return reply.get("result", {})
             self.events.append(reply)
 
-    def wait_event(self, method: str) -> dict:
-        """Returns the first event named `method` (already seen or next)."""
+    def wait_event(self, method: str, session: str | None = None) -> dict:
+        """Returns the first event named `method` (of `session`, when given),
+        already seen or next."""
         while True:
             for i, event in enumerate(self.events):
-                if event.get("method") == method:
+                if event.get("method") == method and (
+                        session is None or event.get("sessionId") == session):
                     return self.events.pop(i)
             self.events.append(self._read_message())
 
@@ -330,93 +427,143 @@ def find_chromium() -> str | None:
     return None
 
 
-def check_browser(build: Path, page: str, screenshot: Path | None) -> list[str]:
-    """Opens one built page in headless Chromium, screenshots it, and checks
-    that it has images and every one of them loaded."""
+# Every table in the content column that is wider than the column (mdBook
+# wraps tables in a scrolling div, so a wide table does not break the page:
+# it hides columns behind a scroll bar, which a reader never finds).
+TABLES_JS = """
+(() => {
+  const main = document.querySelector('main');
+  if (!main) return {column: 0, tables: []};
+  const style = getComputedStyle(main);
+  const column = main.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const tables = Array.from(main.querySelectorAll('table')).map((t, i) => {
+    const head = t.querySelector('tr');
+    return {index: i, width: t.getBoundingClientRect().width,
+            header: head ? head.innerText.replace(/\\s+/g, ' ').slice(0, 80) : ''};
+  });
+  return {column, tables};
+})()
+"""
+
+# Chromium renders a page taller than this in several captures: one capture
+# of a very tall page can come back blank below the GPU's texture limit.
+MAX_CAPTURE = 8000
+VIEWPORT = (1280, 900)
+
+
+def chapters(build: Path) -> list[str]:
+    """The chapters of the built book, in reading order (from its print
+    page's neighbours: every .html except the generated index pages)."""
+    skip = {"print.html", "404.html", "toc.html", "index.html"}
+    pages = [p.relative_to(build).with_suffix("").as_posix()
+             for p in sorted(build.rglob("*.html"))
+             if p.name not in skip and "/generated/" not in p.as_posix()]
+    return pages
+
+
+def _eval(cdp: "Cdp", session: str, expression: str, wait: bool = False):
+    result = cdp.call("Runtime.evaluate", session, expression=expression,
+                      awaitPromise=wait, returnByValue=True)
+    return result.get("result", {}).get("value")
+
+
+def _screenshot(cdp: "Cdp", session: str, path: Path) -> str:
+    """Captures the whole page into `path` (`path` plus -2, -3... for the
+    parts of a page taller than MAX_CAPTURE); returns what was written."""
+    size = cdp.call("Page.getLayoutMetrics", session)["cssContentSize"]
+    height = int(size["height"]) + 1
+    width = VIEWPORT[0]
+    parts = []
+    top, n = 0, 1
+    while top < height:
+        h = min(MAX_CAPTURE, height - top)
+        shot = cdp.call("Page.captureScreenshot", session, format="png",
+                        captureBeyondViewport=True,
+                        clip={"x": 0, "y": top, "width": width, "height": h, "scale": 1})
+        out = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(base64.b64decode(shot["data"]))
+        parts.append(out.name)
+        top += h
+        n += 1
+    return f"{width}x{height} in {len(parts)} part(s): {', '.join(parts)}"
+
+
+def check_page(cdp: "Cdp", build: Path, page: str, shots: Path | None) -> tuple[list[str], int]:
+    """One page: images loaded, tables fit, screenshot. Returns the problems
+    and the number of images."""
+    html_file = (build / page).with_suffix(".html").resolve()
+    if not html_file.is_file():
+        return [f"{html_file}: no such page in the built book"], 0
+    problems: list[str] = []
+    target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
+    session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        cdp.call("Page.enable", session)
+        cdp.call("Network.enable", session)
+        cdp.call("Emulation.setDeviceMetricsOverride", session, width=VIEWPORT[0],
+                 height=VIEWPORT[1], deviceScaleFactor=1, mobile=False)
+        cdp.events.clear()
+        nav = cdp.call("Page.navigate", session, url=html_file.as_uri())
+        if nav.get("errorText"):
+            return [f"{page}: {nav['errorText']}"], 0
+        cdp.wait_event("Page.loadEventFired", session)
+        images = _eval(cdp, session, IMAGES_JS, wait=True) or []
+        for event in cdp.events:
+            if event.get("method") == "Network.loadingFailed" and event.get("sessionId") == session:
+                p = event.get("params", {})
+                problems.append(f"{page}: a request failed: {p.get('errorText')} ({p.get('type')})")
+        reported = set()
+        for img in images:
+            ok = img["width"] > 0
+            # mdBook 0.5 renders each image twice (inline and zoomed): report each once.
+            if (img["src"], ok) in reported:
+                continue
+            reported.add((img["src"], ok))
+            if not ok:
+                problems.append(f"{page}: image did not load: {img['src']}")
+        layout = _eval(cdp, session, TABLES_JS) or {"column": 0, "tables": []}
+        column = layout["column"]
+        for t in layout["tables"]:
+            if t["width"] > column + 0.5:
+                problems.append(
+                    f"{page}: table {t['index'] + 1} is {t['width']:.0f} px wide, the "
+                    f"content column {column:.0f} px: {t['header']!r}")
+        shot = ""
+        if shots is not None:
+            name = page.replace("/", "-") + ".png"
+            shot = "; screenshot " + _screenshot(cdp, session, shots / name)
+        print(f"browser: {page}: {len(reported)} images, {len(layout['tables'])} tables "
+              f"(column {column:.0f} px){shot}")
+        return problems, len(images)
+    finally:
+        cdp.call("Target.closeTarget", targetId=target)
+
+
+def check_browser(build: Path, pages: list[str], shots: Path | None) -> list[str]:
+    """Opens every chapter (or `pages`) in headless Chromium at 1280 px:
+    every <img> must load, no table may be wider than the content column,
+    and with `shots` each whole page is saved as a screenshot there."""
     chromium = find_chromium()
     if chromium is None:
         return ["chromium not found (scripts/check-book.sh --browser installs it)"]
-    html_file = (build / page).with_suffix(".html").resolve()
-    if not html_file.is_file():
-        return [f"{html_file}: no such page in the built book"]
-    url = html_file.as_uri()
+    pages = pages or chapters(build)
+    if not pages:
+        return [f"{build}: no chapters found (build the book first)"]
     problems: list[str] = []
-    images: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="check-book-chromium-") as profile:
-        cdp = Cdp(chromium, profile, timeout=60)
+        cdp = Cdp(chromium, profile, timeout=60 + 10 * len(pages))
         try:
-            target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
-            session = cdp.call(
-                "Target.attachToTarget", targetId=target, flatten=True
-            )["sessionId"]
-            cdp.call("Page.enable", session)
-            cdp.call("Network.enable", session)
-            cdp.call(
-                "Emulation.setDeviceMetricsOverride",
-                session,
-                width=1280,
-                height=900,
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            nav = cdp.call("Page.navigate", session, url=url)
-            if nav.get("errorText"):
-                return [f"{url}: {nav['errorText']}"]
-            cdp.wait_event("Page.loadEventFired")
-            result = cdp.call(
-                "Runtime.evaluate",
-                session,
-                expression=IMAGES_JS,
-                awaitPromise=True,
-                returnByValue=True,
-            )
-            images = result.get("result", {}).get("value") or []
-            for event in cdp.events:
-                if event.get("method") == "Network.loadingFailed":
-                    p = event.get("params", {})
-                    problems.append(
-                        f"{page}: a request failed: {p.get('errorText')} "
-                        f"({p.get('type')})"
-                    )
-            if not images:
-                problems.append(f"{page}: no <img> on the page (expected plots or figures)")
-            reported = set()
-            for img in images:
-                ok = img["width"] > 0
-                # mdBook 0.5 renders each image twice (inline and zoomed):
-                # check both, report each source once.
-                if (img["src"], ok) in reported:
-                    continue
-                reported.add((img["src"], ok))
-                print(
-                    f"browser: {'ok ' if ok else 'BAD'} {img['width']}x{img['height']} "
-                    f"{img['src']}"
-                )
-                if not ok:
-                    problems.append(f"{page}: image did not load: {img['src']}")
-            if screenshot is not None:
-                # Grow the viewport to the whole page (bounded) and capture it.
-                size = cdp.call("Page.getLayoutMetrics", session)["cssContentSize"]
-                height = min(int(size["height"]) + 1, 12000)
-                cdp.call(
-                    "Emulation.setDeviceMetricsOverride",
-                    session,
-                    width=1280,
-                    height=height,
-                    deviceScaleFactor=1,
-                    mobile=False,
-                )
-                shot = cdp.call("Page.captureScreenshot", session, format="png")
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                screenshot.write_bytes(base64.b64decode(shot["data"]))
-                print(f"browser: screenshot {screenshot} (1280x{height})")
+            for page in pages:
+                found, _ = check_page(cdp, build, page, shots)
+                problems += found
         except (TimeoutError, ConnectionError, RuntimeError) as e:
             cdp.stderr_log.seek(0)
             tail = cdp.stderr_log.read().decode(errors="replace")[-2000:]
-            problems.append(f"{page}: browser check failed: {e}\n{tail}")
+            problems.append(f"browser check failed: {e}\n{tail}")
         finally:
             cdp.close()
-    print(f"browser: {page}: {len(images)} <img> elements checked")
+    print(f"browser: {len(pages)} pages checked")
     return problems
 
 
@@ -483,6 +630,85 @@ def self_test() -> list[str]:
             if failed != should_fail:
                 problems.append(f"self-test: html, {name}: expected "
                                 f"{'failure' if should_fail else 'success'}")
+        problems += self_test_stale(root / "stale")
+        problems += self_test_browser(root / "browser")
+    return problems
+
+
+def _expect(problems: list[str], what: str, failed: bool, should_fail: bool) -> None:
+    status = "ok" if failed == should_fail else "WRONG"
+    print(f"self-test: {what}: {'fails' if failed else 'passes'} ({status})")
+    if failed != should_fail:
+        problems.append(f"self-test: {what}: expected {'failure' if should_fail else 'success'}")
+
+
+def self_test_stale(repo: Path) -> list[str]:
+    """A small git repository: results measured at one commit, then a change
+    to the count example (not measured), then one to a stage and one to
+    chat-core (both measured)."""
+    problems: list[str] = []
+    if shutil.which("git") is None:
+        print("self-test: stale: skipped (no git)")
+        return problems
+    def write(path: str, text: str) -> None:
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    def commit(message: str) -> str:
+        _git(repo, "add", "-A")
+        _git(repo, "-c", "user.name=self-test", "-c", "user.email=self-test@invalid",
+             "commit", "-q", "-m", message)
+        return _git(repo, "rev-parse", "--short=12", "HEAD").stdout.strip()
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q")
+    write("crates/chat-core/Cargo.toml", '[package]\nname = "chat-core"\n')
+    write("crates/chat-net/Cargo.toml", '[package]\nname = "chat-net"\n')
+    write("crates/05-epoll/Cargo.toml",
+          '[package]\nname = "chat-epoll"\n\n[dependencies]\nchat-core.workspace = true\n'
+          'chat-net = { path = "../chat-net" }\n')
+    write("crates/00-count/Cargo.toml", '[package]\nname = "chat-count"\n')
+    for c in ("chat-core", "chat-net", "05-epoll", "00-count"):
+        write(f"crates/{c}/src/lib.rs", "// v1\n")
+    rev = commit("v1")
+    write("book/src/generated/comparison/source.md",
+          f"| | |\n|---|---|\n| results | `results/run` |\n| git revision | `{rev}` |\n")
+    commit("results")
+    _expect(problems, "stale, fresh results", bool(check_stale(repo)), False)
+    write("crates/00-count/src/lib.rs", "// v2\n")
+    commit("count")
+    _expect(problems, "stale, an unmeasured crate changed", bool(check_stale(repo)), False)
+    write("crates/chat-net/src/lib.rs", "// v2\n")
+    commit("net")
+    found = check_stale(repo)
+    _expect(problems, "stale, a crate the stage is built from changed",
+            bool(found) and "crates/chat-net" in found[0], True)
+    write("crates/05-epoll/src/lib.rs", "// v2\n")
+    commit("epoll")
+    found = check_stale(repo)
+    _expect(problems, "stale, a stage changed (named, with the command to rerun)",
+            bool(found) and "crates/05-epoll" in found[0] and "scripts/compare.sh" in found[0],
+            True)
+    write("book/src/generated/comparison/source.md",
+          "| | |\n|---|---|\n| results | `results/run` |\n| git revision | `0123456789ab` |\n")
+    commit("unknown revision")
+    _expect(problems, "stale, a revision not in the history", bool(check_stale(repo)), True)
+    return problems
+
+
+def self_test_browser(build: Path) -> list[str]:
+    """A page with the book's column: a narrow table passes, a wide one fails."""
+    problems: list[str] = []
+    if find_chromium() is None:
+        print("self-test: browser: skipped (no chromium; --browser installs it)")
+        return problems
+    build.mkdir(parents=True)
+    cells = "".join(f"<td>column{i}-with-a-long-name</td>" for i in range(14))
+    page = ("<html><body><main style='max-width: 750px; margin: auto'>"
+            "<table><tr><td>narrow</td></tr></table>{}</main></body></html>")
+    (build / "narrow.html").write_text(page.format(""))
+    (build / "wide.html").write_text(page.format(f"<table><tr>{cells}</tr></table>"))
+    _expect(problems, "browser, narrow tables", bool(check_browser(build, ["narrow"], None)), False)
+    _expect(problems, "browser, a table wider than the column",
+            any("px wide" in p for p in check_browser(build, ["wide"], None)), True)
     return problems
 
 
@@ -491,11 +717,19 @@ def main(argv: list[str]) -> int:
         problems = check_sources(Path(argv[1]))
     elif len(argv) >= 2 and argv[0] == "html":
         problems = check_html(Path(argv[1]))
-    elif len(argv) >= 3 and argv[0] == "browser":
-        shot = None
-        if len(argv) >= 5 and argv[3] == "--screenshot":
-            shot = Path(argv[4])
-        problems = check_browser(Path(argv[1]), argv[2], shot)
+    elif len(argv) >= 2 and argv[0] == "stale":
+        problems = check_stale(Path(argv[1]))
+    elif len(argv) >= 2 and argv[0] == "browser":
+        rest = argv[2:]
+        shots = None
+        if "--screenshots" in rest:
+            at = rest.index("--screenshots")
+            if at + 1 >= len(rest):
+                print(__doc__, file=sys.stderr)
+                return 2
+            shots = Path(rest[at + 1])
+            rest = rest[:at] + rest[at + 2:]
+        problems = check_browser(Path(argv[1]), rest, shots)
     elif argv[:1] == ["self-test"]:
         problems = self_test()
     else:

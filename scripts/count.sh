@@ -10,15 +10,13 @@
 # Usage: scripts/count.sh      (about 8 seconds: 3 + 1 + 1 + 3 of sleeping)
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+# shellcheck source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
 out=book/src/generated/count.txt
 
 echo "+ cargo build -p chat-count --bins"
 cargo build -p chat-count --bins
-# Respect CARGO_TARGET_DIR and any other target-dir setting.
-target=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+target=$(target_dir)
 
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT

@@ -14,16 +14,15 @@
 # Usage: scripts/limits.sh      (a few seconds)
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
+# shellcheck source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
 out=book/src/generated/limits.md
 
 sys() { cat "/proc/sys/$1" 2>/dev/null | tr -s '\t ' ' ' || echo "n/a"; }
 
 echo "+ cargo build -p chat-count --bin thread-ceiling"
 cargo build -p chat-count --bin thread-ceiling
-target=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+target=$(target_dir)
 
 pid_max=$(sys kernel/pid_max)
 max_threads=$((pid_max * 3 / 4))

@@ -7,16 +7,16 @@
 #   scripts/select-wall.sh
 #   CLIENTS=3000 scripts/select-wall.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+source "$(dirname "$0")/lib/bench.sh"
 
 clients="${CLIENTS:-2000}"
-# shellcheck source=lib/bench.sh
-source scripts/lib/bench.sh
 
 bench_build chat-select chat-epoll chat-bench
 
 for stage in select epoll; do
-    start_server "$bin/chat-$stage"
+    resolve_stage "$stage"
+    start_server "$bin/$stage_bin" "${stage_args[@]}"
     # Idle clients in rooms of 100, then one message per room: the ones that
     # got in are all served; the others were told `! server full`.
     echo "+ $bin/chat-bench run --addr $addr --pid $server_pid --scenario idle --clients $clients --ramp-timeout 10"

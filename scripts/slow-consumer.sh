@@ -3,18 +3,16 @@
 # reads. The server must drop them as slow consumers (`* NICK left ROOM (slow
 # consumer)`) while the readers' latency and its own memory stay bounded.
 #
-#   scripts/slow-consumer.sh           # against chat-epoll
-#   scripts/slow-consumer.sh threads   # any stage
+#   scripts/slow-consumer.sh           # against epoll
+#   scripts/slow-consumer.sh threads   # any stage (names as in scripts/c10k.sh)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
-stage="${1:-epoll}"
 # shellcheck source=lib/bench.sh
-source scripts/lib/bench.sh
-server_label="chat-$stage"
+source "$(dirname "$0")/lib/bench.sh"
 
-bench_build "chat-$stage" chat-bench
-start_server "$bin/chat-$stage"
+resolve_stage "${1:-epoll}"
+
+bench_build "$stage_bin" chat-bench
+start_server "$bin/$stage_bin" "${stage_args[@]}"
 
 echo "+ $bin/chat-bench run --addr $addr --pid $server_pid --scenario slow --json $tmp/slow.json"
 "$bin/chat-bench" run --addr "$addr" --pid "$server_pid" --scenario slow --json "$tmp/slow.json"

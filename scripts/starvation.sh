@@ -7,19 +7,21 @@
 #   scripts/starvation.sh
 #   WORKERS=8 CLIENTS=100 scripts/starvation.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=lib/bench.sh
+source "$(dirname "$0")/lib/bench.sh"
 
 workers="${WORKERS:-4}"
 clients="${CLIENTS:-64}"
-# shellcheck source=lib/bench.sh
-source scripts/lib/bench.sh
 
 bench_build chat-threadpool chat-threads chat-bench
 
-for server in "chat-threadpool --threads $workers" "chat-threads"; do
-    read -r -a cmd <<<"$server"
-    cmd[0]="$bin/${cmd[0]}"
-    start_server "${cmd[@]}"
+for stage in threadpool threads; do
+    resolve_stage "$stage"
+    extra=()
+    if [[ $stage == threadpool ]]; then
+        extra=(--threads "$workers")
+    fi
+    start_server "$bin/$stage_bin" "${stage_args[@]}" "${extra[@]}"
     echo "+ $bin/chat-bench run --addr $addr --pid $server_pid --scenario starve --clients $clients"
     "$bin/chat-bench" run --addr "$addr" --pid "$server_pid" --scenario starve --clients "$clients" --quiet
     stop_server

@@ -8,18 +8,19 @@
 # and `terminal-1` / `terminal-2` (each screen as nc would show it, the typed
 # lines included).
 #
-# Usage: scripts/transcript.sh [PACKAGE]     (default chat-threads; any stage works)
+# Usage: scripts/transcript.sh [STAGE]     (default threads; any stage, named as
+#        `chat-bench compare` names it, or by its binary, chat-threads)
 set -euo pipefail
+# shellcheck source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
-cd "$repo"
-package=${1:-chat-threads}
+resolve_stage "${1:-threads}"
+package=$stage_bin
 out=book/src/generated/transcript.md
 
 echo "+ cargo build -p $package"
 cargo build -p "$package"
-target=$(cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+target=$(target_dir)
 server="$target/debug/$package"
 
 echo "+ $server --addr 127.0.0.1:0, two clients, at most 60 s"

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Shows who gets served when more clients arrive than a blocking stage can serve at once.
 #
-#   scripts/waiting-room.sh                                   # chat-sequential, 3 clients
-#   scripts/waiting-room.sh chat-threadpool --threads 2       # a pool of 2, 3 clients
-#   CLIENTS=5 scripts/waiting-room.sh chat-threads            # everybody is served at once
+#   scripts/waiting-room.sh                                   # sequential, 3 clients
+#   scripts/waiting-room.sh threadpool --threads 2            # a pool of 2, 3 clients
+#   CLIENTS=5 scripts/waiting-room.sh threads                 # everybody is served at once
 #
-# It starts the stage (release build) on a free port, connects CLIENTS clients one after the
-# other, and prints what each one received within a second. Then the first client quits, and it
-# prints again. Everything runs on 127.0.0.1 and is stopped at the end.
+# The stage is named as `chat-bench compare` names it (or by its binary, chat-threads); any
+# further arguments go to the stage. It starts the stage (release build) on a free port, connects
+# CLIENTS clients one after the other, and prints what each one received within a second. Then
+# the first client quits, and it prints again. Everything runs on 127.0.0.1 and is stopped at the
+# end.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=lib/common.sh
+source "$(dirname "$0")/lib/common.sh"
 
-bin=${1:-chat-sequential}
+resolve_stage "${1:-sequential}"
 shift || true
+set -- "${stage_args[@]}" "$@"
+bin=$stage_bin
 clients=${CLIENTS:-3}
-exe=target/release/$bin
+exe=$(target_dir)/release/$bin
 if [[ ! -x $exe ]]; then
     echo "building $bin (release)..."
     cargo build --release --quiet -p "$bin"
@@ -30,12 +35,7 @@ trap cleanup EXIT
 
 "$exe" --addr 127.0.0.1:0 "$@" >"$tmp/stdout" 2>"$tmp/stderr" &
 server_pid=$!
-for _ in $(seq 50); do
-    grep -q '^listening on ' "$tmp/stdout" 2>/dev/null && break
-    sleep 0.1
-done
-addr=$(sed -n 's/^listening on //p' "$tmp/stdout")
-[[ -n $addr ]] || { echo "the server did not start:"; cat "$tmp/stderr"; exit 1; }
+addr=$(wait_listening "$tmp/stdout" 5) || { echo "the server did not start:"; cat "$tmp/stderr"; exit 1; }
 host=${addr%:*}
 port=${addr##*:}
 echo "started: $bin $* (listening on $addr)"

@@ -4,14 +4,17 @@
 # starts a stage on port 0, reads its `listening on ADDR` line, and stops it again
 # on exit, so each script keeps only its lesson: which servers, which chat-bench run.
 #
-#   source "$(dirname "$0")/lib/bench.sh"   # after `set -euo pipefail` and `cd` to the root
-#   bench_build chat-epoll chat-bench
-#   start_server "$bin/chat-epoll"          # sets $addr and $server_pid
+#   source "$(dirname "$0")/lib/bench.sh"     # after `set -euo pipefail`
+#   resolve_stage epoll                       # sets stage_bin and stage_args
+#   bench_build "$stage_bin" chat-bench
+#   start_server "$bin/$stage_bin" "${stage_args[@]}"   # sets $addr and $server_pid
 #   "$bin/chat-bench" run --addr "$addr" --pid "$server_pid" ...
-#   stop_server                             # also done on exit
+#   stop_server                               # also done on exit
 
-target="${CARGO_TARGET_DIR:-target}"
-bin="$target/release"
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+bin="$(target_dir)/release"
 
 tmp="$(mktemp -d)"
 server_pid=""
@@ -45,12 +48,8 @@ start_server() {
     : >"$tmp/stdout"
     "$@" --addr 127.0.0.1:0 >"$tmp/stdout" 2>"$tmp/stderr" &
     server_pid=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on ' "$tmp/stdout" && break
-        sleep 0.1
-    done
-    addr="$(sed -n 's/^listening on //p' "$tmp/stdout")"
-    if [[ -z "$addr" ]]; then
+    server_label=$(basename "$1")
+    if ! addr=$(wait_listening "$tmp/stdout" 10); then
         echo "$(basename "$1") did not print 'listening on ADDR'; its log:" >&2
         cat "$tmp/stderr" >&2
         exit 1

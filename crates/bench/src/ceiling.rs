@@ -6,10 +6,16 @@
 //! line to every socket, round-robin, as fast as it can, with blocking writes:
 //! first one `write` per line (what a naive server does), then sixteen lines
 //! per `write` (what batching buys). The generator reads and parses every line
-//! exactly as it does in a real run. Every stage's throughput is then shown as
-//! a fraction of these two figures, measured in the same run.
+//! exactly as it does in a real run.
 //!
-//! Run it with `chat-bench ceiling` (add `--json FILE` to keep the result).
+//! A third mode paces the batched writer at a fixed load (`compare` uses the
+//! searching scenarios' efficiency load): its CPU per line is what moving one
+//! delivery over loopback costs at that load with sixteen lines per write and
+//! no chat logic, the machine's own limit every stage's CPU per delivery at
+//! the same load is divided by.
+//!
+//! Run it with `cargo run --release -p chat-bench -- ceiling` (add
+//! `--json FILE` to keep the result).
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::marker::{self, Marker};
 use crate::result::Conditions;
+use crate::scenario::OURS;
 use crate::sys;
 
 /// One mode of the ceiling: a number of lines per `write` call.
@@ -39,6 +46,15 @@ pub struct Mode {
     pub broadcaster_busy: f64,
     /// Generator thread CPU over the measured time, as a fraction of one core.
     pub generator_busy: f64,
+    /// The load the writer was paced at, lines per second (`None`: flat out).
+    #[serde(default)]
+    pub paced_lines_per_sec: Option<f64>,
+    /// Broadcaster CPU per line it wrote, microseconds.
+    #[serde(default)]
+    pub broadcaster_cpu_us_per_line: f64,
+    /// Generator CPU per line it read and parsed, microseconds.
+    #[serde(default)]
+    pub generator_cpu_us_per_line: f64,
 }
 
 /// The ceiling measurement, as `ceiling.json` holds it.
@@ -52,6 +68,9 @@ pub struct Ceiling {
     pub single: Mode,
     /// Sixteen lines per `write`.
     pub batched: Mode,
+    /// Sixteen lines per `write`, paced at a fixed load (see the module docs).
+    #[serde(default)]
+    pub paced: Option<Mode>,
     /// Lines/s of every measurement, `[single, batched]`: `compare` measures
     /// before and after the stages and keeps the faster of each mode, since a
     /// busy machine can only make a ceiling look lower than it is.
@@ -64,15 +83,17 @@ pub struct Ceiling {
 /// Lines per write in the batched mode.
 pub const BATCH: usize = 16;
 
-/// Measures both modes, each for `duration`.
+/// Measures both modes, each for `duration`, and the paced mode when
+/// `paced_load` (lines per second) is given.
 pub fn measure(
     sockets: usize,
     message_size: usize,
     duration: Duration,
     broadcaster_cpu: Option<usize>,
+    paced_load: Option<f64>,
 ) -> io::Result<Ceiling> {
     // The line a server would send for one message: prefix plus marker plus padding.
-    let mut line = b"<guest1> ".to_vec();
+    let mut line = OURS.relay_prefix("guest1").into_bytes();
     marker::write_line(
         &mut line,
         Marker {
@@ -82,19 +103,25 @@ pub fn measure(
         },
         message_size,
     );
-    let single = one_mode(sockets, &line, 1, duration, broadcaster_cpu)?;
-    let batched = one_mode(sockets, &line, BATCH, duration, broadcaster_cpu)?;
+    let single = one_mode(sockets, &line, 1, duration, broadcaster_cpu, None)?;
+    let batched = one_mode(sockets, &line, BATCH, duration, broadcaster_cpu, None)?;
+    let paced = paced_load
+        .map(|load| one_mode(sockets, &line, BATCH, duration, broadcaster_cpu, Some(load)))
+        .transpose()?;
     Ok(Ceiling {
         sockets: sockets as u64,
         line_bytes: line.len() as u64,
         measurements: vec![[single.lines_per_sec, batched.lines_per_sec]],
         single,
         batched,
+        paced,
         conditions: Conditions::default(),
     })
 }
 
-/// Combines two measurements: the faster of each mode, and both figures.
+/// Combines two measurements: the faster of each mode, the cheaper paced
+/// one (a busy machine can only make a ceiling look lower, or costlier, than
+/// it is), and both figures.
 pub fn best_of(a: Ceiling, b: Ceiling) -> Ceiling {
     let faster = |x: Mode, y: Mode| {
         if y.lines_per_sec > x.lines_per_sec {
@@ -103,6 +130,19 @@ pub fn best_of(a: Ceiling, b: Ceiling) -> Ceiling {
             x
         }
     };
+    let cheaper = |x: Mode, y: Mode| {
+        if y.broadcaster_cpu_us_per_line > 0.0
+            && y.broadcaster_cpu_us_per_line < x.broadcaster_cpu_us_per_line
+        {
+            y
+        } else {
+            x
+        }
+    };
+    let paced = match (a.paced, b.paced) {
+        (Some(x), Some(y)) => Some(cheaper(x, y)),
+        (x, y) => x.or(y),
+    };
     let mut measurements = a.measurements;
     measurements.extend(b.measurements);
     Ceiling {
@@ -110,6 +150,7 @@ pub fn best_of(a: Ceiling, b: Ceiling) -> Ceiling {
         line_bytes: a.line_bytes,
         single: faster(a.single, b.single),
         batched: faster(a.batched, b.batched),
+        paced,
         measurements,
         conditions: a.conditions,
     }
@@ -117,26 +158,38 @@ pub fn best_of(a: Ceiling, b: Ceiling) -> Ceiling {
 
 // ANCHOR: broadcaster
 /// The broadcaster: writes `chunk` to every socket, round-robin, until told
-/// to stop. Returns its own CPU seconds while it was writing.
+/// to stop; with `pace`, one round every `pace` at most. Returns its own CPU
+/// seconds and the rounds it wrote.
 fn broadcast(
     mut sockets: Vec<TcpStream>,
     chunk: Vec<u8>,
     stop: Arc<AtomicBool>,
     cpu: Option<usize>,
-) -> f64 {
+    pace: Option<Duration>,
+) -> (f64, u64) {
     if let Some(cpu) = cpu {
         // Best effort: an unpinned ceiling is still a ceiling.
         let _ = sys::pin_thread(0, cpu);
     }
     let start = sys::thread_cpu_seconds();
+    let mut rounds = 0;
+    let mut next = Instant::now();
     'outer: while !stop.load(Ordering::Relaxed) {
         for s in sockets.iter_mut() {
             if s.write_all(&chunk).is_err() {
                 break 'outer;
             }
         }
+        rounds += 1;
+        if let Some(pace) = pace {
+            // Sleep to the next round's due time; when behind, go on
+            // without trying to catch up in a burst.
+            let now = Instant::now();
+            next = (next + pace).max(now.checked_sub(pace).unwrap_or(now));
+            std::thread::sleep(next.saturating_duration_since(now));
+        }
     }
-    sys::thread_cpu_seconds() - start
+    (sys::thread_cpu_seconds() - start, rounds)
 }
 // ANCHOR_END: broadcaster
 
@@ -147,6 +200,7 @@ fn one_mode(
     per_write: usize,
     duration: Duration,
     cpu: Option<usize>,
+    paced: Option<f64>,
 ) -> io::Result<Mode> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
@@ -167,7 +221,10 @@ fn one_mode(
     let chunk = line.repeat(per_write);
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);
-    let writer = std::thread::spawn(move || broadcast(writers, chunk, stop2, cpu));
+    // A round writes `per_write` lines to each of the `n` sockets.
+    let lines_per_round = (n * per_write) as f64;
+    let pace = paced.map(|load| Duration::from_secs_f64(lines_per_round / load.max(1.0)));
+    let writer = std::thread::spawn(move || broadcast(writers, chunk, stop2, cpu, pace));
 
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
@@ -204,15 +261,18 @@ fn one_mode(
             }
         }
     }
-    let (start, lines0, bytes0, cpu0) = measuring.expect("the loop only ends while measuring");
+    let Some((start, lines0, bytes0, cpu0)) = measuring else {
+        return Err(io::Error::other("the ceiling loop ended before measuring"));
+    };
     let secs = start.elapsed().as_secs_f64();
     let own = sys::thread_cpu_seconds() - cpu0;
     stop.store(true, Ordering::Relaxed);
     // Closing our ends unblocks a broadcaster stuck in a write.
     drop(readers);
-    let broadcaster_cpu = writer
+    let (broadcaster_cpu, rounds) = writer
         .join()
         .map_err(|_| io::Error::other("broadcaster thread panicked"))?;
+    let lines_read = (lines - lines0).max(1);
     Ok(Mode {
         lines_per_write: per_write as u64,
         lines_per_sec: (lines - lines0) as f64 / secs,
@@ -222,6 +282,10 @@ fn one_mode(
         // "was it saturated" figure.
         broadcaster_busy: broadcaster_cpu / (secs + 0.2),
         generator_busy: own / secs,
+        paced_lines_per_sec: paced,
+        broadcaster_cpu_us_per_line: broadcaster_cpu * 1e6
+            / (rounds as f64 * lines_per_round).max(1.0),
+        generator_cpu_us_per_line: own * 1e6 / lines_read as f64,
     })
 }
 

@@ -2,15 +2,19 @@
 //!
 //! `chat-bench --help` and `chat-bench run --help` list every flag; the
 //! scenarios are documented in `scenario.rs` and shown by `--help` too.
+//! The protocol flags of `run` default to our protocol's words
+//! (`scenario::OURS`); pass `--welcome '' --join ''` and so on for another
+//! server. (The binary is not on `PATH`: run it as
+//! `cargo run --release -p chat-bench -- run ...` or from the target folder.)
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::compare::{self, Config};
-use crate::scenario::{Plan, Profile, Scenario, Target};
-use crate::{ceiling, engine, report, sys};
+use crate::compare::{self, Config, Entry};
+use crate::scenario::{Plan, Profile, Scenario, Target, OURS};
+use crate::{ceiling, engine, report, result, sys};
 
 /// Open-loop, room-aware load generator for line-based chat servers.
 ///
@@ -29,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one scenario against a running server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Start every stage binary, run the same scenarios on each, write results and a table.
     Compare(CompareArgs),
     /// Turn a results folder into Markdown tables and SVG plots.
@@ -113,21 +117,39 @@ pub struct RunArgs {
     /// The server's pid, for RSS, threads and CPU figures.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Searching scenarios: offered deliveries/s of the first step (overrides the preset).
+    #[arg(long)]
+    pub start_load: Option<f64>,
+    /// Searching scenarios: most doublings (overrides the preset).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Searching scenarios: bisection steps once the knee is bracketed (overrides the preset).
+    #[arg(long)]
+    pub bisections: Option<usize>,
+    /// Searching scenarios: offered deliveries/s of the fixed-load step (overrides the preset).
+    #[arg(long)]
+    pub efficiency_load: Option<f64>,
     /// First line each client sends (`{id}` is the client id), e.g. `NAME user{id}`.
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = OURS.hello)]
     pub hello: String,
     /// Line that joins a room (`{room}`, `{id}`); empty: all clients in one room.
-    #[arg(long, default_value = "/join {room}")]
+    #[arg(long, default_value = OURS.join)]
     pub join: String,
     /// Prefix of the welcome line; empty: connected counts as welcomed.
-    #[arg(long, default_value = "* welcome ")]
+    #[arg(long, default_value = OURS.welcome)]
     pub welcome: String,
     /// Prefix of the join confirmation; empty: do not wait for one.
-    #[arg(long, default_value = "* you joined ")]
+    #[arg(long, default_value = OURS.join_ack)]
     pub join_ack: String,
     /// Line a churning client sends before the server closes it; empty: close.
-    #[arg(long, default_value = "/quit")]
+    #[arg(long, default_value = OURS.quit)]
     pub quit: String,
+    /// Prefix of the line that refuses a client as the server being full; empty: none.
+    #[arg(long, default_value = OURS.full)]
+    pub full: String,
+    /// Notice of a member cut for not reading (`{nick}`, `{room}`); empty: none.
+    #[arg(long, default_value = OURS.slow_notice)]
+    pub slow_notice: String,
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -139,9 +161,14 @@ pub struct RunArgs {
 /// `chat-bench compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// `all`, or a comma-separated list of stages (e.g. `epoll,mio,tokio`).
+    /// `all`, `none`, or a comma-separated list of stages (e.g. `epoll,mio,tokio`).
     #[arg(long, default_value = "all")]
     pub stages: String,
+    /// A peer to run beside the stages, as `LABEL=COMMAND` (repeatable): a
+    /// server that picks its own address, prints `listening on ADDR` (any
+    /// case), and relays every line to everybody. Run in `one-room` only.
+    #[arg(long)]
+    pub peer: Vec<String>,
     /// `all`, or a comma-separated list of scenarios.
     #[arg(long, default_value = "all")]
     pub scenarios: String,
@@ -184,6 +211,9 @@ pub struct CeilingArgs {
     /// Seconds per mode.
     #[arg(long, default_value_t = 2.0)]
     pub duration: f64,
+    /// Also measure the batched writer paced at this many lines per second.
+    #[arg(long, default_value_t = crate::scenario::EFFICIENCY_LOAD)]
+    pub paced: f64,
     /// Write the result as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -207,7 +237,7 @@ fn prepare(own_cpu: Option<usize>) -> Result<()> {
 /// Parses the command line and runs it.
 pub fn main() -> Result<()> {
     match Cli::parse().command {
-        Cmd::Run(a) => run(a),
+        Cmd::Run(a) => run(*a),
         Cmd::Compare(a) => compare_cmd(a),
         Cmd::Report(a) => {
             let loaded = report::load(&a.results_dir)?;
@@ -225,11 +255,12 @@ pub fn main() -> Result<()> {
                 a.message_size,
                 Duration::from_secs_f64(a.duration),
                 server,
+                (a.paced > 0.0).then_some(a.paced),
             )?;
             c.conditions = sys::conditions(compare::pinning_text(own, server));
             print!("{}", report::ceiling_table(Some(&c)));
             if let Some(path) = a.json {
-                compare::write_json(&path, &c)?;
+                result::write_json(&path, &c)?;
             }
             Ok(())
         }
@@ -256,6 +287,18 @@ fn run(a: RunArgs) -> Result<()> {
     if let Some(v) = a.ramp_timeout {
         plan.ramp_timeout = Duration::from_secs_f64(v);
     }
+    if let Some(v) = a.start_load {
+        plan.search.start_load = v;
+    }
+    if let Some(v) = a.steps {
+        plan.search.doublings = v;
+    }
+    if let Some(v) = a.bisections {
+        plan.search.bisections = v;
+    }
+    if let Some(v) = a.efficiency_load {
+        plan.search.efficiency_load = v;
+    }
     let target = Target {
         addr: a.addr,
         hello: a.hello,
@@ -263,6 +306,8 @@ fn run(a: RunArgs) -> Result<()> {
         welcome: a.welcome,
         join_ack: a.join_ack,
         quit: a.quit,
+        full: a.full,
+        slow_notice: a.slow_notice,
     };
     let (own, mut server_cpu) = a.pinning.effective();
     prepare(own)?;
@@ -284,7 +329,7 @@ fn run(a: RunArgs) -> Result<()> {
     r.conditions = sys::conditions(compare::pinning_text(own, server_cpu));
     print_summary(&r);
     if let Some(path) = a.json {
-        compare::write_json(&path, &r)?;
+        result::write_json(&path, &r)?;
     }
     Ok(())
 }
@@ -306,6 +351,42 @@ fn print_summary(r: &crate::result::RunResult) {
     println!(
         "deliveries/s {:.0}; latency p50 {} us p90 {} us p99 {} us p99.9 {} us max {} us",
         r.deliveries_per_sec, l.p50, l.p90, l.p99, l.p999, l.max
+    );
+    for st in &r.steps {
+        println!(
+            "step ({:?}): offered {:.0}/s delivered {:.0}/s p99 {} us: {:?} (generator busy {:.0}%, lag p99 {} us)",
+            st.phase,
+            st.offered_per_sec,
+            st.deliveries_per_sec,
+            st.latency_us.p99,
+            st.verdict,
+            st.generator.busy * 100.0,
+            st.generator.send_lag_us.p99.max(st.generator.read_lag_us.p99)
+        );
+    }
+    if let Some(k) = &r.knee {
+        println!("knee: {} ({:?})", report::knee_text(k), k.limit);
+    }
+    if let Some(e) = &r.efficiency {
+        println!(
+            "fixed load {:.0}/s: delivered {:.0}/s, {:?}; server {} us per delivery, generator {} us per delivery",
+            e.step.load,
+            e.step.deliveries_per_sec,
+            e.step.verdict,
+            e.server_cpu_us_per_delivery.map_or("-".into(), |v| format!("{v:.2}")),
+            e.generator_cpu_us_per_delivery.map_or("-".into(), |v| format!("{v:.2}")),
+        );
+    }
+    let g = &r.generator;
+    println!(
+        "generator: busy {:.0}%, {} us per delivery, {} of {} messages late, lag p99 send {} us read {} us{}",
+        g.busy * 100.0,
+        g.cpu_us_per_delivery.map_or("-".into(), |v| format!("{v:.2}")),
+        g.late,
+        g.scheduled,
+        g.send_lag_us.p99,
+        g.read_lag_us.p99,
+        if g.bound { " (generator-bound)" } else { "" }
     );
     if let Some(s) = &r.server {
         println!(
@@ -334,12 +415,20 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
     };
     let (own, server) = a.pinning.effective();
     prepare(own)?;
+    let stages = if a.stages.trim() == "none" {
+        Vec::new()
+    } else {
+        compare::select_stages(&a.stages)?
+    };
+    let mut entries: Vec<Entry> = stages.iter().map(|s| Entry::stage(s, &a.bin_dir)).collect();
+    for spec in &a.peer {
+        entries.push(Entry::peer(spec)?);
+    }
     let cfg = Config {
-        stages: compare::select_stages(&a.stages)?,
+        entries,
         scenarios,
         profile: a.profile,
         out: a.out,
-        bin_dir: a.bin_dir,
         own_cpu: own,
         server_cpu: server,
         progress: !a.quiet,

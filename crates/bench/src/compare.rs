@@ -9,37 +9,39 @@
 //! A stage that cannot cope with a scenario is run anyway, bounded in time,
 //! and reported with what happened.
 //!
-//! Results go to `results/<date>-<host>/`: one JSON per stage and scenario,
+//! Beside the stages it can run *peers* (`--peer LABEL=COMMAND`): chat
+//! servers that are not the book's, started as they are (they pick their own
+//! address) and driven as plain broadcast servers (`Target::broadcast`), in
+//! the scenarios such a server can take part in (`one-room`). Their rows are
+//! marked as peers in every table.
+//!
+//! Results go to `results/<date>-<host>/`: one JSON per server and scenario,
 //! `ceiling.json`, `run.json` (what was run, and how) and `summary.md`.
 //!
 //! Run it with `scripts/compare.sh` (which builds first), or
-//! `chat-bench compare --profile quick --bin-dir target/release`.
+//! `cargo run --release -p chat-bench -- compare --profile quick --bin-dir target/release`.
 
-use std::io::{self, BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::engine::{self, Options};
-use crate::result::{Exit, RunResult};
+use crate::launch;
+use crate::result::{self, RunIndex, RunResult, StageEntry};
 use crate::scenario::{Plan, Profile, Scenario, Target};
 use crate::{ceiling, report, sys};
 
 /// How to start one stage.
 #[derive(Debug, Clone, Copy)]
 pub struct Stage {
-    /// The label in tables and file names.
+    /// The label in tables and file names, and the name scripts use.
     pub label: &'static str,
     /// The binary's name.
     pub bin: &'static str,
     /// Flags on top of the common ones.
     pub args: &'static [&'static str],
 }
-
 // ANCHOR: stages
 /// Every stage of the book, in chapter order.
 #[rustfmt::skip]
@@ -133,19 +135,94 @@ pub fn select_stages(list: &str) -> io::Result<Vec<Stage>> {
     Ok(out)
 }
 
+/// One server `compare` runs: a stage of the book, or a peer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The label in tables and file names.
+    pub label: String,
+    /// The program to start.
+    pub program: PathBuf,
+    /// Its arguments (a stage also gets `--addr 127.0.0.1:0`).
+    pub args: Vec<String>,
+    /// A peer: started as it is, driven as a broadcast server.
+    pub peer: bool,
+}
+
+impl Entry {
+    /// A stage, with its binary in `bin_dir`.
+    pub fn stage(stage: &Stage, bin_dir: &Path) -> Entry {
+        Entry {
+            label: stage.label.to_string(),
+            program: bin_dir.join(stage.bin),
+            args: stage.args.iter().map(|a| a.to_string()).collect(),
+            peer: false,
+        }
+    }
+
+    /// A peer from `LABEL=COMMAND` (the command split at spaces).
+    pub fn peer(spec: &str) -> io::Result<Entry> {
+        let invalid = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--peer {spec:?}: {why} (expected LABEL=COMMAND)"),
+            )
+        };
+        let (label, command) = spec.split_once('=').ok_or_else(|| invalid("no `=`"))?;
+        let label = label.trim();
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if label.is_empty() || !label.chars().all(valid) {
+            return Err(invalid("the label must be letters, digits, `-` or `_`"));
+        }
+        if STAGES.iter().any(|s| s.label == label) {
+            return Err(invalid("the label is a stage's"));
+        }
+        let mut words = command.split_whitespace();
+        let program = words.next().ok_or_else(|| invalid("no command"))?;
+        Ok(Entry {
+            label: label.to_string(),
+            program: PathBuf::from(program),
+            args: words.map(str::to_string).collect(),
+            peer: true,
+        })
+    }
+
+    /// The command line, for `run.json` (without the address).
+    fn command_text(&self) -> String {
+        let program = if self.peer {
+            self.program.display().to_string()
+        } else {
+            // Stages by binary name: the folder is the reader's own.
+            self.program
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        };
+        std::iter::once(program)
+            .chain(self.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The scenarios of `wanted` this server takes part in.
+    fn scenarios(&self, wanted: &[Scenario]) -> Vec<Scenario> {
+        wanted
+            .iter()
+            .copied()
+            .filter(|s| !self.peer || s.for_broadcast_servers())
+            .collect()
+    }
+}
+
 /// What `compare` was asked to do.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Stages to run.
-    pub stages: Vec<Stage>,
+    /// Servers to run: stages, then peers.
+    pub entries: Vec<Entry>,
     /// Scenarios to run on each.
     pub scenarios: Vec<Scenario>,
     /// quick or full.
     pub profile: Profile,
     /// Where `results/<date>-<host>/` goes.
     pub out: PathBuf,
-    /// Where the stage binaries are.
-    pub bin_dir: PathBuf,
     /// CPU for the generator (already applied by the caller), if pinned.
     pub own_cpu: Option<usize>,
     /// CPU for every server, if pinned.
@@ -154,172 +231,67 @@ pub struct Config {
     pub progress: bool,
 }
 
-/// One stage's entry in `run.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StageEntry {
-    /// Label.
-    pub label: String,
-    /// Command line used to start it (without the address).
-    pub command: String,
-    /// Whether its binary was found; a missing one is listed, never skipped silently.
-    pub found: bool,
-}
-
-/// `run.json`: what was run, and how.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunIndex {
-    /// quick or full.
-    pub profile: String,
-    /// Scenario names, in order.
-    pub scenarios: Vec<String>,
-    /// Stages, in order.
-    pub stages: Vec<StageEntry>,
-    /// Where, when and with what.
-    pub conditions: crate::result::Conditions,
-}
-
-/// A started server.
-#[derive(Debug)]
-struct Server {
-    /// The process.
-    child: Child,
-    /// The address it printed.
-    addr: SocketAddr,
-}
-
-/// Starts `stage` and waits (at most 10 s) for its `listening on ADDR` line.
-fn start(stage: &Stage, bin: &Path, log: &Path, cpu: Option<usize>) -> io::Result<Server> {
-    let mut cmd = Command::new(bin);
-    cmd.args(["--addr", "127.0.0.1:0"])
-        .args(stage.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log)?);
-    if let Some(cpu) = cpu {
+/// Starts one server for one scenario.
+fn start(cfg: &Config, entry: &Entry, log: &Path) -> io::Result<launch::Server> {
+    let mut cmd = Command::new(&entry.program);
+    if !entry.peer {
+        cmd.args(["--addr", "127.0.0.1:0"]);
+    }
+    cmd.args(&entry.args).stderr(std::fs::File::create(log)?);
+    if let Some(cpu) = cfg.server_cpu {
         sys::pin_child(&mut cmd, cpu);
     }
     sys::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn()?;
-    let stdout = child.stdout.take().expect("stdout was piped above");
-    let (tx, rx) = mpsc::channel();
-    // A reader thread, so that a server that never prints cannot hang us;
-    // it keeps draining stdout afterwards so the server never blocks on it.
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(first)) = lines.next() {
-            let _ = tx.send(first);
-        }
-        for _ in lines {}
-    });
-    let first = match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(line) => line,
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::other("no `listening on ADDR` line within 10 s"));
-        }
-    };
-    let addr = first
-        .strip_prefix("listening on ")
-        .and_then(|a| a.trim().parse().ok())
-        .ok_or_else(|| io::Error::other(format!("unexpected first line: {first:?}")));
-    match addr {
-        Ok(addr) => Ok(Server { child, addr }),
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(e)
-        }
-    }
+    launch::Server::start(cmd)
 }
 
-// ANCHOR: stop
-/// Sends SIGTERM and waits up to 5 s for a clean exit, then SIGKILLs.
-fn stop(server: &mut Server) -> Exit {
-    let start = Instant::now();
-    if let Ok(Some(status)) = server.child.try_wait() {
-        // It died during the run: report that as it is.
-        return Exit {
-            in_time: false,
-            code: status.code(),
-            seconds: 0.0,
-        };
-    }
-    // SAFETY: kill(2) on the pid of a child we have not reaped yet.
-    unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) };
-    while start.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return Exit {
-                in_time: status.code() == Some(0),
-                code: status.code(),
-                seconds: start.elapsed().as_secs_f64(),
-            };
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = server.child.kill();
-    let status = server.child.wait().ok();
-    Exit {
-        in_time: false,
-        code: status.and_then(|s| s.code()),
-        seconds: start.elapsed().as_secs_f64(),
-    }
-}
-// ANCHOR_END: stop
-
-/// Runs one scenario against one freshly started stage.
+/// Runs one scenario against one freshly started server.
 fn run_one(
     cfg: &Config,
-    stage: &Stage,
+    entry: &Entry,
     scenario: Scenario,
     dir: &Path,
     pinning: &str,
 ) -> RunResult {
     let plan = Plan::preset(scenario, cfg.profile);
-    let bin = cfg.bin_dir.join(stage.bin);
     let log = dir.join(format!("{}.log", scenario.name()));
-    let mut result = match start(stage, &bin, &log, cfg.server_cpu) {
-        Err(e) => RunResult {
-            scenario: scenario.name().to_string(),
-            clients: plan.clients as u64,
-            error: Some(format!("could not start {}: {e}", bin.display())),
-            ..RunResult::default()
-        },
+    let failed = |error: String| RunResult {
+        scenario: scenario.name().to_string(),
+        clients: plan.clients as u64,
+        error: Some(error),
+        ..RunResult::default()
+    };
+    let mut result = match start(cfg, entry, &log) {
+        Err(e) => failed(format!("could not start {}: {e}", entry.program.display())),
         Ok(mut server) => {
             let opts = Options {
                 progress: cfg.progress,
-                label: stage.label.to_string(),
-                server_pid: Some(server.child.id()),
+                label: entry.label.clone(),
+                server_pid: Some(server.pid()),
                 own_cpu: cfg.own_cpu,
                 server_cpu: cfg.server_cpu,
             };
-            let outcome = engine::run(&plan, &Target::ours(server.addr), &opts);
-            let exit = stop(&mut server);
-            let mut r = outcome.unwrap_or_else(|e| RunResult {
-                scenario: scenario.name().to_string(),
-                clients: plan.clients as u64,
-                error: Some(format!("run failed: {e}")),
-                ..RunResult::default()
-            });
-            if !exit.in_time {
+            let target = if entry.peer {
+                Target::broadcast(server.addr)
+            } else {
+                Target::ours(server.addr)
+            };
+            let outcome = engine::run(&plan, &target, &opts);
+            let exit = server.stop();
+            let mut r = outcome.unwrap_or_else(|e| failed(format!("run failed: {e}")));
+            // Our stages promise a clean exit on SIGTERM; a peer does not.
+            if !exit.in_time && !entry.peer {
                 r.notes.push(format!(
-                    "server did not exit 0 within 5 s of SIGTERM (code {:?})",
+                    "server did not exit 0 within {} s of SIGTERM (code {:?})",
+                    launch::STOP_GRACE.as_secs(),
                     exit.code
                 ));
             }
-            match r.server.as_mut() {
-                Some(s) => s.exit = Some(exit),
-                None => {
-                    r.server = Some(crate::result::Server {
-                        exit: Some(exit),
-                        ..Default::default()
-                    })
-                }
-            }
+            r.server.get_or_insert_with(result::Server::default).exit = Some(exit);
             r
         }
     };
-    result.stage = Some(stage.label.to_string());
+    result.stage = Some(entry.label.clone());
     result.conditions = sys::conditions(pinning.to_string());
     result
 }
@@ -352,8 +324,9 @@ pub fn compare(cfg: &Config) -> io::Result<PathBuf> {
     let pinning = pinning_text(cfg.own_cpu, cfg.server_cpu);
     eprintln!("chat-bench: writing results to {}", dir.display());
 
-    // The ceiling first, on the same pinning as the stages.
-    let chat = Plan::preset(Scenario::Chat, cfg.profile);
+    // The ceiling first, on the same pinning as the stages, with its paced
+    // mode at the load the searching scenarios measure efficiency at.
+    let flood = Plan::preset(Scenario::Flood, cfg.profile);
     let secs = if cfg.profile == Profile::Quick {
         1.5
     } else {
@@ -363,14 +336,15 @@ pub fn compare(cfg: &Config) -> io::Result<PathBuf> {
         eprintln!("chat-bench: measuring the loopback ceiling ({secs} s per mode)");
         ceiling::measure(
             100,
-            chat.message_size,
+            flood.message_size,
             Duration::from_secs_f64(secs),
             cfg.server_cpu,
+            Some(flood.search.efficiency_load),
         )
     };
     let mut ceiling = measure_ceiling()?;
     ceiling.conditions = sys::conditions(pinning.clone());
-    write_json(&dir.join("ceiling.json"), &ceiling)?;
+    result::write_json(&dir.join("ceiling.json"), &ceiling)?;
 
     let mut index = RunIndex {
         profile: cfg.profile.name().to_string(),
@@ -378,39 +352,34 @@ pub fn compare(cfg: &Config) -> io::Result<PathBuf> {
         stages: Vec::new(),
         conditions: sys::conditions(pinning.clone()),
     };
-    for stage in &cfg.stages {
-        let bin = cfg.bin_dir.join(stage.bin);
-        let found = bin.is_file();
+    for entry in &cfg.entries {
+        let found = entry.program.is_file();
         index.stages.push(StageEntry {
-            label: stage.label.to_string(),
-            command: std::iter::once(stage.bin)
-                .chain(stage.args.iter().copied())
-                .collect::<Vec<_>>()
-                .join(" "),
+            label: entry.label.clone(),
+            command: entry.command_text(),
             found,
+            peer: entry.peer,
         });
-        let stage_dir = dir.join(stage.label);
+        let stage_dir = dir.join(&entry.label);
         std::fs::create_dir_all(&stage_dir)?;
         if !found {
             eprintln!(
-                "chat-bench: {} not found in {}: listed as missing",
-                stage.bin,
-                cfg.bin_dir.display()
+                "chat-bench: {} not found: listed as missing",
+                entry.program.display()
             );
             continue;
         }
-        for &scenario in &cfg.scenarios {
-            eprintln!("chat-bench: {} / {}", stage.label, scenario.name());
-            let r = run_one(cfg, stage, scenario, &stage_dir, &pinning);
-            write_json(&stage_dir.join(format!("{}.json", scenario.name())), &r)?;
+        for scenario in entry.scenarios(&cfg.scenarios) {
+            eprintln!("chat-bench: {} / {}", entry.label, scenario.name());
+            let r = run_one(cfg, entry, scenario, &stage_dir, &pinning);
+            result::write_json(&stage_dir.join(format!("{}.json", scenario.name())), &r)?;
         }
     }
-    // Measured again after the stages, keeping the faster of each mode.
+    // Measured again after the stages, keeping the better of each mode.
     let ceiling = ceiling::best_of(ceiling, measure_ceiling()?);
-    write_json(&dir.join("ceiling.json"), &ceiling)?;
-    write_json(&dir.join("run.json"), &index)?;
+    result::write_json(&dir.join("ceiling.json"), &ceiling)?;
+    result::write_json(&dir.join("run.json"), &index)?;
     let loaded = report::load(&dir)?;
-    let table = report::overview(&loaded);
     let summary = format!(
         "# chat-bench compare, {date}\n\n\
          Command: `{cmd}`\n\n\
@@ -426,16 +395,11 @@ pub fn compare(cfg: &Config) -> io::Result<PathBuf> {
         kernel = index.conditions.kernel,
         cpu = index.conditions.cpu_model,
         host = index.conditions.host,
+        table = report::overview(&loaded),
         ceiling = report::ceiling_table(loaded.ceiling.as_ref()),
     );
     std::fs::write(dir.join("summary.md"), summary)?;
     Ok(dir)
-}
-
-/// Writes `value` as pretty JSON.
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
-    std::fs::write(path, text + "\n")
 }
 
 #[cfg(test)]
@@ -450,5 +414,49 @@ mod tests {
         let labels: Vec<&str> = some.iter().map(|s| s.label).collect();
         assert_eq!(labels, vec!["epoll", "tokio-ct", "tokio-mt", "mio"]);
         assert!(select_stages("nope").is_err());
+    }
+
+    #[test]
+    fn peers_are_parsed_and_run_only_where_they_can() {
+        let p = Entry::peer("smol-example=/tmp/x/chat-server --flag").expect("peer");
+        assert!(p.peer);
+        assert_eq!(p.label, "smol-example");
+        assert_eq!(p.args, vec!["--flag".to_string()]);
+        assert_eq!(p.scenarios(&Scenario::ALL), vec![Scenario::OneRoom]);
+        for bad in ["nolabel", "=cmd", "a b=cmd", "epoll=cmd", "x="] {
+            assert!(Entry::peer(bad).is_err(), "{bad}");
+        }
+        let s = Entry::stage(&STAGES[0], Path::new("/bin"));
+        assert_eq!(s.scenarios(&Scenario::ALL).len(), Scenario::ALL.len());
+        assert_eq!(s.command_text(), "chat-sequential");
+    }
+
+    /// The scripts name stages through `scripts/lib/stages.sh`, which must
+    /// list exactly these stages, with the same binaries and flags.
+    #[test]
+    fn the_scripts_stage_table_matches() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/lib/stages.sh");
+        let text = std::fs::read_to_string(&path).expect("scripts/lib/stages.sh");
+        let rows: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("stage_row "))
+            .map(|r| r.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        let want: Vec<String> = STAGES
+            .iter()
+            .map(|s| {
+                std::iter::once(s.label)
+                    .chain(std::iter::once(s.bin))
+                    .chain(s.args.iter().copied())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            want,
+            "{} disagrees with compare::STAGES",
+            path.display()
+        );
     }
 }

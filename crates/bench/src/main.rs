@@ -1,5 +1,6 @@
 //! `chat-bench`: see `lib.rs` for the tour and `chat-bench --help` for usage.
-//! Example: `chat-bench run --addr 127.0.0.1:7878 --scenario chat --json out.json`.
+//! Example (it is not on `PATH`):
+//! `cargo run --release -p chat-bench -- run --addr 127.0.0.1:7878 --scenario chat --json out.json`.
 
 use std::process::ExitCode;
 

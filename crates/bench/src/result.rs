@@ -1,10 +1,13 @@
-//! What a run produces: the JSON the generator writes and `report` reads.
+//! What a run produces: the JSON the generator writes and `report` reads,
+//! and `run.json`, the index of a `compare` run.
 //!
 //! Every figure carries its unit in its name (`_us`, `_kib`, `_per_sec`, `_s`)
 //! so a reader of the raw JSON needs no other document. Fields that only some
 //! scenarios fill are `Option`s and are left out of the JSON when empty.
 
 use serde::{Deserialize, Serialize};
+
+use crate::knee::{Knee, Phase, Verdict};
 
 /// Latency percentiles of one histogram, in microseconds.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
@@ -78,9 +81,15 @@ pub struct RampSample {
     pub rss_kib: u64,
 }
 
-/// One step of the `flood` scenario.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One step of a searching scenario (`flood`, `one-room`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Step {
+    /// The offered load the search asked for, deliveries per second.
+    #[serde(default)]
+    pub load: f64,
+    /// Doubling, retry or bisection.
+    #[serde(default)]
+    pub phase: Phase,
     /// Messages per second per sending client in this step.
     pub rate: f64,
     /// Deliveries per second the schedule offered (sends times fan-out).
@@ -91,14 +100,35 @@ pub struct Step {
     pub latency_us: Latency,
     /// Messages the generator could not hand to the kernel (server not reading).
     pub unsent: u64,
-    /// Whether p99 stayed under the bound and at least 90% of the offered load arrived.
+    /// Whether the server kept its bounds (p99, delivered fraction, nothing
+    /// still missing after the drain), whatever the generator did.
     pub bounded: bool,
-    /// The generator thread's CPU over the step's wall time (1.0: saturated).
+    /// Fraction of the step's deliveries that had not arrived by the end of
+    /// the run.
     #[serde(default)]
-    pub generator_busy: f64,
+    pub missing: f64,
+    /// Held, or who did not: see `knee.rs`.
+    #[serde(default)]
+    pub verdict: Verdict,
+    /// What the generator did and cost in the step.
+    #[serde(default)]
+    pub generator: Generator,
     /// Server CPU per delivery in the step, microseconds.
     #[serde(default)]
     pub cpu_us_per_delivery: Option<f64>,
+}
+
+/// The fixed-load step of a searching scenario: CPU per delivery at the one
+/// load every readiness and async stage sustains (`scenario::EFFICIENCY_LOAD`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Efficiency {
+    /// The step, as the search's steps are recorded.
+    pub step: Step,
+    /// Server CPU per delivery, microseconds (the step's own figure, repeated
+    /// for readers of the JSON).
+    pub server_cpu_us_per_delivery: Option<f64>,
+    /// Generator CPU per delivery, microseconds.
+    pub generator_cpu_us_per_delivery: Option<f64>,
 }
 
 /// The `idle` scenario's memory figures.
@@ -106,10 +136,13 @@ pub struct Step {
 pub struct Idle {
     /// Server RSS growth per ready client, bytes.
     pub rss_per_connection_bytes: Option<f64>,
-    /// Growth of the kernel's TCP memory (`/proc/net/sockstat`, both ends of
-    /// each loopback connection) per ready client, bytes.
+    /// Growth of the kernel's TCP memory (`/proc/net/sockstat`) per ready
+    /// client, bytes. Kept for the raw record only, never shown: the figure is
+    /// machine-wide (every socket of every process, both ends of each
+    /// loopback connection), and the kernel frees buffers of other sockets
+    /// while ours connect, so it is noisy and can even be negative.
     pub kernel_per_connection_bytes: f64,
-    /// Growth of the kernel's TCP memory over the ramp, KiB.
+    /// Growth of the kernel's TCP memory over the ramp, KiB (machine-wide, as above).
     pub kernel_tcp_delta_kib: i64,
 }
 
@@ -175,18 +208,36 @@ pub struct Exit {
     pub seconds: f64,
 }
 
-/// What the generator itself cost during the measured phase.
+/// What the generator itself did and cost during a measured window.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Generator {
     /// CPU the generator was pinned to, if any.
     pub cpu: Option<usize>,
-    /// The generator thread's CPU during the measured phase, seconds.
+    /// The generator thread's CPU during the window, seconds.
     pub cpu_s: f64,
-    /// That CPU time over the phase's wall time (1.0: its core was saturated).
+    /// That CPU time over the window's wall time (1.0: its core was busy all
+    /// the time, which an event loop can be and still keep up).
     pub busy: f64,
-    /// True when `busy` was at least 0.9: the figures may show the generator's
-    /// limit rather than the server's.
-    pub load_bound: bool,
+    /// Generator CPU per delivery, microseconds.
+    #[serde(default)]
+    pub cpu_us_per_delivery: Option<f64>,
+    /// Messages the schedule meant for the window.
+    #[serde(default)]
+    pub scheduled: u64,
+    /// Of those, how many the generator had not queued by the window's end.
+    #[serde(default)]
+    pub late: u64,
+    /// How late the generator queued each message after its intended time.
+    #[serde(default)]
+    pub send_lag_us: Latency,
+    /// How long a received line could wait for the generator's loop: the
+    /// loop pass that read it plus the one before, per line.
+    #[serde(default)]
+    pub read_lag_us: Latency,
+    /// True when the generator fell behind (see `knee.rs`): the window's
+    /// figures show the generator's limit, not the server's.
+    #[serde(default)]
+    pub bound: bool,
 }
 
 /// Where and how a result was produced.
@@ -238,6 +289,11 @@ pub struct RunResult {
     pub delivered: u64,
     /// Expected deliveries that never came, between members that stayed.
     pub lost: u64,
+    /// Expected deliveries still missing when the run ended while the server
+    /// was still delivering its backlog (an overloaded server): late, not
+    /// counted as lost.
+    #[serde(default)]
+    pub unfinished: u64,
     /// Extra copies received.
     pub duplicated: u64,
     /// Deliveries that broke per-sender order.
@@ -254,20 +310,24 @@ pub struct RunResult {
     /// Accounted clients the server disconnected during the run.
     pub disconnected_by_server: u64,
     /// Growth of the kernel's TCP memory (`/proc/net/sockstat`, both ends of
-    /// every loopback connection, system-wide) from the start of the run to
-    /// the end of the measured phase, KiB.
+    /// every loopback connection, machine-wide, so noisy and possibly
+    /// negative; not shown in reports) from the start of the run to the end
+    /// of the measured phase, KiB.
     #[serde(default)]
     pub kernel_tcp_delta_kib: i64,
     /// Deliveries per second during the measured phase (by arrival time).
     pub deliveries_per_sec: f64,
     /// Latency of messages meant to be sent in the measured phase.
     pub latency_us: Latency,
-    /// `flood`: every step.
+    /// `flood`, `one-room`: every step of the search, in order.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub steps: Vec<Step>,
-    /// `flood`: the highest delivery rate of a step with bounded p99.
+    /// `flood`, `one-room`: the knee, and which bound ended the search.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub max_bounded_deliveries_per_sec: Option<f64>,
+    pub knee: Option<Knee>,
+    /// `flood`, `one-room`: the fixed-load step.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub efficiency: Option<Efficiency>,
     /// `idle`: memory per connection.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub idle: Option<Idle>,
@@ -280,7 +340,7 @@ pub struct RunResult {
     /// Server cost, when its pid is known.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub server: Option<Server>,
-    /// Generator cost.
+    /// Generator cost in the measured window the headline figures come from.
     pub generator: Generator,
     /// What happened, in words: "welcomed 1 of 1000", errors, warnings.
     pub notes: Vec<String>,
@@ -289,4 +349,38 @@ pub struct RunResult {
     pub error: Option<String>,
     /// Where and how it ran.
     pub conditions: Conditions,
+}
+
+/// One server's entry in `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageEntry {
+    /// Label.
+    pub label: String,
+    /// Command line used to start it (without the address).
+    pub command: String,
+    /// Whether its binary was found; a missing one is listed, never skipped silently.
+    pub found: bool,
+    /// True for a peer: a server that is not one of the book's stages, run
+    /// beside them for comparison (only in the scenarios it can take part in).
+    #[serde(default)]
+    pub peer: bool,
+}
+
+/// `run.json`: what `compare` ran, and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunIndex {
+    /// quick or full.
+    pub profile: String,
+    /// Scenario names, in order.
+    pub scenarios: Vec<String>,
+    /// Stages, then peers, in order.
+    pub stages: Vec<StageEntry>,
+    /// Where, when and with what.
+    pub conditions: Conditions,
+}
+
+/// Writes `value` as pretty JSON.
+pub fn write_json<T: Serialize>(path: &std::path::Path, value: &T) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(path, text + "\n")
 }

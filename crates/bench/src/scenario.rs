@@ -1,29 +1,40 @@
-//! The named scenarios, their presets per profile, and what to send to which
+//! The named scenarios, their presets per profile, and what to say to which
 //! server (`Target`).
 //!
-//! A scenario is a *script* for the event loop (see `engine.rs`): connect the
-//! clients, let the joins settle, send at a schedule, measure, drain. The
-//! presets here fix every number so that two stages run by `compare` see
-//! exactly the same load; `chat-bench run` lets each number be overridden.
+//! A scenario is a *script* for the event loop (see `engine/script.rs`):
+//! connect the clients, let the joins settle, send at a schedule, measure,
+//! drain. The presets here fix every number so that two stages run by
+//! `compare` see exactly the same load; `chat-bench run` lets each number be
+//! overridden.
+//!
+//! Every protocol string the generator sends or looks for lives in a
+//! [`Words`] (ours is [`OURS`]) and reaches the event loop only through a
+//! [`Target`]: the generator can drive any line-based chat server, so nothing
+//! else in the crate may assume our protocol's wording.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::knee;
 
 /// A load pattern. Each one answers one question the book asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// C10K: hold many idle clients (10,000 in `full`) in rooms of 100;
-    /// measure server RSS and kernel memory per connection; then send one
-    /// message per room to prove every client is still served.
+    /// measure server RSS per connection; then send one message per room to
+    /// prove every client is still served.
     Idle,
     /// Steady open-loop chat: every client sends at `--rate` into rooms of
     /// `--room-size`; measures delivery latency and loss.
     Chat,
-    /// Saturation: doubles the rate every step (a failed step is tried once
-    /// more) and reports the highest delivery rate at which p99 latency stays
-    /// bounded (under 100 ms, with 90% of the offered load delivered).
+    /// Saturation in rooms of 10: raises the offered load until the server
+    /// or the generator is the limit, then bisects to the knee (see
+    /// `knee.rs`); also measures CPU per delivery at one fixed high load.
     Flood,
+    /// The flood's search with every client in one room of 100: the one load
+    /// a broadcast-only server (a peer, such as smol's example) can take.
+    OneRoom,
     /// Slow consumers: a fifth of each room never reads. The readers' latency
     /// and the server's memory must stay bounded; counts slow-consumer drops.
     Slow,
@@ -37,10 +48,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order `compare` runs them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Idle,
         Scenario::Chat,
         Scenario::Flood,
+        Scenario::OneRoom,
         Scenario::Slow,
         Scenario::Churn,
         Scenario::Starve,
@@ -52,18 +64,32 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Chat => "chat",
             Scenario::Flood => "flood",
+            Scenario::OneRoom => "one-room",
             Scenario::Slow => "slow",
             Scenario::Churn => "churn",
             Scenario::Starve => "starve",
         }
     }
+
+    /// Whether the scenario searches for a knee (and measures the fixed-load
+    /// efficiency step) instead of sending at one rate.
+    pub fn searches(self) -> bool {
+        matches!(self, Scenario::Flood | Scenario::OneRoom)
+    }
+
+    /// Whether a server that only relays lines to everybody (no welcome, no
+    /// rooms, no notices, no `/quit`) can take part. Such a server is run
+    /// only in these scenarios.
+    pub fn for_broadcast_servers(self) -> bool {
+        self == Scenario::OneRoom
+    }
 }
 
-/// How long and how big: `quick` runs every stage and scenario in about five
+/// How long and how big: `quick` runs every stage and scenario in about ten
 /// minutes on two cores; `full` is the long run for the book's figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
-    /// A few seconds per scenario per stage (idle: 1,000 clients).
+    /// A second or two per step or scenario (idle: 1,000 clients).
     Quick,
     /// Long steady states (idle: 10,000 clients).
     Full,
@@ -88,13 +114,14 @@ pub struct Plan {
     pub clients: usize,
     /// Clients per room.
     pub room_size: usize,
-    /// Messages per second per sending client (the first step's, for `flood`).
+    /// Messages per second per sending client (not used by the searching
+    /// scenarios, whose loads are given in deliveries per second).
     pub rate: f64,
     /// Bytes per message line, before the `\n`.
     pub message_size: usize,
     /// Sending before measuring, to get past connection set-up and caches.
     pub warmup: Duration,
-    /// The measured phase (per step, for `flood`).
+    /// The measured phase (per step, for the searching scenarios).
     pub duration: Duration,
     /// Longest wait for outstanding deliveries after sending stops.
     pub drain: Duration,
@@ -106,13 +133,24 @@ pub struct Plan {
     pub slow_fraction: f64,
     /// `churn`: clients connecting and quitting in a loop, concurrently.
     pub churners: usize,
-    /// `flood`: most rate steps (the rate doubles after each bounded one).
-    pub steps: usize,
-    /// `flood`: a step is bounded while its p99 stays under this.
-    pub p99_bound: Duration,
     /// `idle`: how long the clients sit idle before memory is read.
     pub hold: Duration,
+    /// `flood`, `one-room`: the knee search and the fixed-load step.
+    pub search: knee::Settings,
 }
+
+/// The load every searching scenario measures CPU per delivery at, in
+/// deliveries per second.
+///
+/// Why 500,000: in the last committed run before this figure existed, every
+/// readiness and async stage (select to smol) carried 576,000 and 1,150,000
+/// deliveries/s with p99 under 20 ms, so half a million is sustained by all of
+/// them with a margin of two; it is a sixth of what the loopback ceiling
+/// moves with batched writes on this machine, so the generator is far from
+/// its own limit; and it is high enough that every event loop batches its
+/// writes, as in the flood (at the chat scenario's 18,000/s a stage spends its
+/// CPU on waking up, not on delivering: 7–10 µs per delivery instead of ~1).
+pub const EFFICIENCY_LOAD: f64 = 500_000.0;
 
 impl Plan {
     /// The preset of `scenario` for `profile`.
@@ -135,9 +173,32 @@ impl Plan {
             connect_concurrency: 64,
             slow_fraction: 0.0,
             churners: 0,
-            steps: 1,
-            p99_bound: Duration::from_millis(100),
             hold: secs(1.0, 3.0),
+            search: knee::Settings {
+                // 18,000 deliveries/s: what 100 clients in rooms of 10 at 20
+                // messages per second offer, the old flood's first step.
+                start_load: 18_000.0,
+                // Up to 9.2M (quick) or 37M (full) deliveries/s: past what
+                // one core can read, so every search ends at a limit.
+                doublings: if quick { 9 } else { 11 },
+                // Three halvings of a doubling bracket the knee within a
+                // factor of 2^(1/8), about 9%; four within 4.4%.
+                bisections: if quick { 3 } else { 4 },
+                bounds: knee::Bounds::for_p99(Duration::from_millis(100)),
+                efficiency_load: EFFICIENCY_LOAD,
+                // An overloaded stage may hold seconds of backlog (kernel
+                // buffers and outboxes); what it still delivers after the
+                // last step is not lost, only late.
+                final_drain: secs(5.0, 10.0),
+            },
+        };
+        let search = |clients: usize, room_size: usize| Plan {
+            clients,
+            room_size,
+            warmup: secs(0.2, 2.0),
+            duration: secs(0.8, 5.0),
+            drain: secs(0.5, 3.0),
+            ..base.clone()
         };
         match scenario {
             Scenario::Idle => Plan {
@@ -151,18 +212,10 @@ impl Plan {
                 room_size: if quick { 10 } else { 20 },
                 ..base
             },
-            Scenario::Flood => Plan {
-                clients: if quick { 100 } else { 200 },
-                rate: 20.0,
-                warmup: secs(0.2, 2.0),
-                duration: secs(0.8, 5.0),
-                drain: secs(0.5, 3.0),
-                // Up to 2.3M (quick) or 9.2M (full) deliveries/s offered:
-                // past what one core can read, so a run stops at the server's
-                // limit or visibly at the generator's.
-                steps: if quick { 8 } else { 10 },
-                ..base
-            },
+            Scenario::Flood => search(if quick { 100 } else { 200 }, 10),
+            // One room of 100 in both profiles: the size the peer was
+            // measured at by hand, and one every stage can hold.
+            Scenario::OneRoom => search(100, 100),
             Scenario::Slow => Plan {
                 clients: if quick { 50 } else { 100 },
                 // A slow client is only found out once the server's kernel
@@ -196,8 +249,64 @@ impl Plan {
     }
 }
 
-/// How to talk to the server under test: ours by default, or any line-based
-/// broadcast chat server through the templates.
+/// The fixed words of one chat protocol, as the generator needs them: the
+/// lines it sends, and the received lines that mean something besides a
+/// message. Templates take `{id}` (the client id), `{room}` (a room name) and
+/// `{nick}`; an empty word means "this server has none".
+#[derive(Debug, Clone, Copy)]
+pub struct Words {
+    /// First line to send after connecting.
+    pub hello: &'static str,
+    /// Line that enters a room; empty: no rooms, everybody is in one.
+    pub join: &'static str,
+    /// Prefix of the line that welcomes a client (the nick follows it).
+    pub welcome: &'static str,
+    /// Prefix of the line that confirms a join.
+    pub join_ack: &'static str,
+    /// Line a churning client sends before waiting for the server to close.
+    pub quit: &'static str,
+    /// Prefix of the line that refuses a client because the server is full.
+    pub full: &'static str,
+    /// The notice a room sees when the server cut a member for not reading.
+    pub slow_notice: &'static str,
+    /// What the server puts in front of a message it relays.
+    pub relay: &'static str,
+}
+
+/// Our protocol (`book/src/specification.md`).
+pub const OURS: Words = Words {
+    hello: "",
+    join: "/join {room}",
+    welcome: "* welcome ",
+    join_ack: "* you joined ",
+    quit: "/quit",
+    full: "! server full",
+    slow_notice: "* {nick} left {room} (slow consumer)",
+    relay: "<{nick}> ",
+};
+
+/// A server that relays every line to everybody and says nothing else: no
+/// welcome, no rooms, no notices, no `/quit` (smol's `chat-server` example).
+pub const BROADCAST: Words = Words {
+    hello: "",
+    join: "",
+    welcome: "",
+    join_ack: "",
+    quit: "",
+    full: "",
+    slow_notice: "",
+    relay: "",
+};
+
+impl Words {
+    /// What the server sends for a message relayed from `nick`, before the
+    /// message itself (ours: `<guest1> `).
+    pub fn relay_prefix(&self, nick: &str) -> String {
+        self.relay.replace("{nick}", nick)
+    }
+}
+
+/// How to talk to the server under test: where it is, and its words.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Where the server listens.
@@ -214,25 +323,109 @@ pub struct Target {
     /// Line a churning client sends before waiting for the server to close;
     /// empty: the client closes by itself.
     pub quit: String,
+    /// Prefix of the line that refuses a connection; empty: never refused.
+    pub full: String,
+    /// Template of the slow-consumer notice (`{nick}`, `{room}`); empty: none.
+    pub slow_notice: String,
 }
 
 impl Target {
-    /// Our protocol (`/shared/PROTOCOL.md`).
-    pub fn ours(addr: SocketAddr) -> Target {
+    /// A target speaking `words`.
+    pub fn new(addr: SocketAddr, words: &Words) -> Target {
         Target {
             addr,
-            hello: String::new(),
-            join: "/join {room}".to_string(),
-            welcome: "* welcome ".to_string(),
-            join_ack: "* you joined ".to_string(),
-            quit: "/quit".to_string(),
+            hello: words.hello.to_string(),
+            join: words.join.to_string(),
+            welcome: words.welcome.to_string(),
+            join_ack: words.join_ack.to_string(),
+            quit: words.quit.to_string(),
+            full: words.full.to_string(),
+            slow_notice: words.slow_notice.to_string(),
         }
+    }
+
+    /// Our protocol.
+    pub fn ours(addr: SocketAddr) -> Target {
+        Target::new(addr, &OURS)
+    }
+
+    /// A relay-everything server (see [`BROADCAST`]).
+    pub fn broadcast(addr: SocketAddr) -> Target {
+        Target::new(addr, &BROADCAST)
     }
 
     /// Whether clients are put in rooms at all.
     pub fn has_rooms(&self) -> bool {
         !self.join.is_empty()
     }
+
+    /// The hello line of client `id` (in room `room`), if the server wants one.
+    pub fn hello_line(&self, id: usize, room: usize) -> Option<String> {
+        (!self.hello.is_empty()).then(|| fill(&self.hello, id, room))
+    }
+
+    /// The line that puts client `id` in room `room`, if the server has rooms.
+    pub fn join_line(&self, id: usize, room: usize) -> Option<String> {
+        self.has_rooms().then(|| fill(&self.join, id, room))
+    }
+
+    /// The quit line, if the server has one.
+    pub fn quit_line(&self) -> Option<&str> {
+        (!self.quit.is_empty()).then_some(self.quit.as_str())
+    }
+
+    /// Whether connected clients wait for a welcome line at all.
+    pub fn waits_for_welcome(&self) -> bool {
+        !self.welcome.is_empty()
+    }
+
+    /// Whether joining clients wait for a confirmation at all.
+    pub fn waits_for_join_ack(&self) -> bool {
+        !self.join_ack.is_empty()
+    }
+
+    /// Whether `line` refuses the connection (ours: `! server full`).
+    pub fn is_refusal(&self, line: &[u8]) -> bool {
+        !self.full.is_empty() && line.starts_with(self.full.as_bytes())
+    }
+
+    /// For a welcome line, the nick it gives (the first word after the
+    /// prefix, possibly empty); `None` for any other line.
+    pub fn welcome_nick<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        if !self.waits_for_welcome() {
+            return None;
+        }
+        let rest = line.strip_prefix(self.welcome.as_bytes())?;
+        Some(rest.split(|&b| b == b' ').next().unwrap_or(b""))
+    }
+
+    /// Whether `line` confirms a join.
+    pub fn is_join_ack(&self, line: &[u8]) -> bool {
+        self.waits_for_join_ack() && line.starts_with(self.join_ack.as_bytes())
+    }
+
+    /// For a slow-consumer notice, the nick of the member the server cut.
+    ///
+    /// The template is split at `{nick}`: what comes before must start the
+    /// line; of what comes after, the text up to `{room}` must follow the
+    /// nick, and the text after `{room}` must end the line. (`* {nick} left
+    /// {room} (slow consumer)` matches `* guest7 left room3 (slow consumer)`.)
+    pub fn slow_consumer_nick<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let (before, after) = self.slow_notice.split_once("{nick}")?;
+        let (between, tail) = after.split_once("{room}").unwrap_or((after, ""));
+        let rest = line.strip_prefix(before.as_bytes())?;
+        let rest = rest.strip_suffix(tail.as_bytes())?;
+        if between.is_empty() {
+            return (!rest.is_empty()).then_some(rest);
+        }
+        let at = find(rest, between.as_bytes())?;
+        (at > 0).then(|| &rest[..at])
+    }
+}
+
+/// The first position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The name of room `index` (valid in our protocol: letters and digits).
@@ -245,4 +438,55 @@ pub fn fill(template: &str, id: usize, room: usize) -> String {
     template
         .replace("{id}", &id.to_string())
         .replace("{room}", &room_name(room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours() -> Target {
+        Target::ours("127.0.0.1:9".parse().expect("literal address"))
+    }
+
+    #[test]
+    fn our_lines_are_recognised() {
+        let t = ours();
+        assert!(t.is_refusal(b"! server full"));
+        assert!(!t.is_refusal(b"<guest1> ! server full"));
+        assert_eq!(
+            t.welcome_nick(b"* welcome guest12 (type /help for commands)"),
+            Some(&b"guest12"[..])
+        );
+        assert_eq!(t.welcome_nick(b"* guest2 joined lobby"), None);
+        assert!(t.is_join_ack(b"* you joined room3 (4 members)"));
+        assert_eq!(
+            t.slow_consumer_nick(b"* guest7 left room3 (slow consumer)"),
+            Some(&b"guest7"[..])
+        );
+        assert_eq!(t.slow_consumer_nick(b"* guest7 left room3"), None);
+        assert_eq!(t.slow_consumer_nick(b"* guest7 left room3 (bye)"), None);
+        assert_eq!(t.join_line(4, 2).as_deref(), Some("/join room2"));
+        assert_eq!(t.hello_line(4, 2), None);
+        assert_eq!(OURS.relay_prefix("guest1"), "<guest1> ");
+    }
+
+    #[test]
+    fn a_broadcast_server_has_no_special_lines() {
+        let t = Target::broadcast("127.0.0.1:9".parse().expect("literal address"));
+        assert!(!t.has_rooms() && !t.waits_for_welcome() && !t.waits_for_join_ack());
+        assert!(!t.is_refusal(b"! server full"));
+        assert_eq!(t.slow_consumer_nick(b"* a left b (slow consumer)"), None);
+        assert_eq!(t.quit_line(), None);
+    }
+
+    #[test]
+    fn searching_scenarios_share_the_fixed_load() {
+        for p in [Profile::Quick, Profile::Full] {
+            let flood = Plan::preset(Scenario::Flood, p);
+            let one = Plan::preset(Scenario::OneRoom, p);
+            assert_eq!(flood.search.efficiency_load, one.search.efficiency_load);
+            assert_eq!(one.room_size, one.clients, "one room holds everybody");
+        }
+        assert!(Scenario::ALL.iter().filter(|s| s.searches()).count() == 2);
+    }
 }

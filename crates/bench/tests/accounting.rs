@@ -13,9 +13,10 @@ use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chat_bench::engine::{self, Options};
+use chat_bench::knee::Limit;
 use chat_bench::result::RunResult;
 use chat_bench::scenario::{Plan, Profile, Scenario, Target};
 
@@ -30,6 +31,8 @@ enum Fault {
     Duplicate,
     /// Holds back every fifth message of each sender and sends it after the next.
     Reorder,
+    /// Honest, but relays at most this many deliveries per second in all.
+    Throttle(u32),
 }
 
 /// Shared state of a fake server: every client's room and a write handle.
@@ -37,6 +40,8 @@ enum Fault {
 struct Hub {
     /// client id -> (room, socket to write to)
     clients: HashMap<u64, (String, TcpStream)>,
+    /// `Throttle`: when the server may relay its next delivery.
+    next_free: Option<Instant>,
 }
 
 /// Starts a fake server speaking enough of our protocol (welcome, `/join`,
@@ -129,6 +134,7 @@ fn broadcast(hub: &Mutex<Hub>, from: u64, text: &str, n: &AtomicU64, fault: Faul
     let Some(room) = h.clients.get(&from).map(|c| c.0.clone()) else {
         return;
     };
+    let mut relayed = 0u32;
     for (_, (_, s)) in h
         .clients
         .iter_mut()
@@ -143,6 +149,18 @@ fn broadcast(hub: &Mutex<Hub>, from: u64, text: &str, n: &AtomicU64, fault: Faul
         for _ in 0..copies {
             let _ = s.write_all(text.as_bytes());
         }
+        relayed += copies;
+    }
+    if let Fault::Throttle(per_sec) = fault {
+        // Reserve the time these deliveries take at the throttled rate, and
+        // wait for it (outside the lock): senders queue up, as behind a
+        // server that is at its limit.
+        let now = Instant::now();
+        let start = h.next_free.map_or(now, |t| t.max(now));
+        let until = start + Duration::from_secs_f64(f64::from(relayed) / f64::from(per_sec));
+        h.next_free = Some(until);
+        drop(h);
+        std::thread::sleep(until.saturating_duration_since(now));
     }
 }
 
@@ -199,9 +217,11 @@ fn reordered_deliveries_are_counted() {
     assert_eq!((r.lost, r.duplicated), (0, 0));
 }
 
-/// A chat server that is not ours: a `NAME` line first, no welcome, no rooms,
-/// and every line relayed to everybody else with a timestamp and the name.
-fn foreign_server() -> SocketAddr {
+/// A chat server that is not ours: a `NAME` line first (when `named`), no
+/// welcome, no rooms, and every line relayed to everybody else with a
+/// timestamp and the name, and to the sender too when `echo` (as smol's
+/// example does).
+fn foreign_server(named: bool, echo: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let peers: Arc<Mutex<Vec<(usize, TcpStream)>>> = Arc::default();
@@ -211,16 +231,20 @@ fn foreign_server() -> SocketAddr {
             let peers = Arc::clone(&peers);
             std::thread::spawn(move || {
                 let mut lines = BufReader::new(stream.try_clone().unwrap()).lines();
-                let Some(Ok(hello)) = lines.next() else {
-                    return;
+                let name = if named {
+                    let Some(Ok(hello)) = lines.next() else {
+                        return;
+                    };
+                    hello.strip_prefix("NAME ").unwrap_or("anon").to_string()
+                } else {
+                    format!("client{id}")
                 };
-                let name = hello.strip_prefix("NAME ").unwrap_or("anon").to_string();
                 peers.lock().unwrap().push((id, stream));
                 for line in lines {
                     let Ok(line) = line else { break };
                     let text = format!("[12:00:00] {name}: {line}\n");
                     for (pid, s) in peers.lock().unwrap().iter_mut() {
-                        if *pid != id {
+                        if *pid != id || echo {
                             let _ = s.write_all(text.as_bytes());
                         }
                     }
@@ -234,14 +258,10 @@ fn foreign_server() -> SocketAddr {
 
 #[test]
 fn any_line_based_chat_server_can_be_driven() {
-    let addr = foreign_server();
+    let addr = foreign_server(true, false);
     let target = Target {
-        addr,
         hello: "NAME user{id}".to_string(),
-        join: String::new(),
-        welcome: String::new(),
-        join_ack: String::new(),
-        quit: String::new(),
+        ..Target::broadcast(addr)
     };
     let mut plan = small_plan();
     plan.clients = 6;
@@ -270,4 +290,64 @@ fn nobody_listening_is_reported_not_hidden() {
         r.notes
     );
     assert_eq!(r.sent, 0);
+}
+
+/// A small search: short steps, few of them.
+fn small_search(scenario: Scenario, start_load: f64) -> Plan {
+    let mut p = Plan::preset(scenario, Profile::Quick);
+    p.clients = 12;
+    p.room_size = if scenario == Scenario::OneRoom { 12 } else { 4 };
+    p.warmup = Duration::from_millis(100);
+    p.duration = Duration::from_millis(500);
+    p.drain = Duration::from_millis(300);
+    p.ramp_timeout = Duration::from_secs(5);
+    p.search.start_load = start_load;
+    p.search.doublings = 5;
+    p.search.bisections = 2;
+    p.search.efficiency_load = start_load;
+    p
+}
+
+#[test]
+fn the_search_finds_the_knee_of_a_throttled_server() {
+    // At most 3,000 deliveries/s, whatever is offered: the search starts at
+    // 400/s, must see the server (not the generator) miss a bound, and put
+    // the knee at or under what the server can relay.
+    let addr = fake_server(Fault::Throttle(3_000));
+    let mut plan = small_search(Scenario::Flood, 400.0);
+    // The throttle fails loudly (under 70% delivered at twice its rate);
+    // a generator slowed by a busy test machine must not be mistaken for it.
+    plan.search.bounds.max_lag_us = 80_000;
+    plan.search.bounds.max_late = 0.2;
+    let r = engine::run(&plan, &Target::ours(addr), &Options::default()).unwrap();
+    let knee = r.knee.expect("a knee");
+    assert_eq!(knee.limit, Limit::Server, "{:?}", r.steps);
+    assert!(
+        knee.deliveries_per_sec > 0.0 && knee.deliveries_per_sec <= 3_300.0,
+        "{knee:?}"
+    );
+    let failed = knee.failed_load.expect("a step that failed");
+    assert!(failed > knee.held_load.expect("a step that held"));
+    assert!(r.steps.iter().all(|s| s.generator.scheduled > 0));
+    let e = r.efficiency.expect("the fixed-load step");
+    assert_eq!(e.step.load, 400.0);
+    assert!(e.generator_cpu_us_per_delivery.is_some());
+}
+
+#[test]
+fn a_broadcast_server_that_echoes_is_searched_in_one_room() {
+    let addr = foreign_server(false, true);
+    let plan = small_search(Scenario::OneRoom, 2_000.0);
+    let mut plan = plan;
+    plan.search.doublings = 1;
+    plan.search.bisections = 0;
+    let r = engine::run(&plan, &Target::broadcast(addr), &Options::default()).unwrap();
+    assert_eq!(r.room_size, 12, "everybody in one room");
+    assert!(r.echoed > 0, "the sender's own copies are counted apart");
+    assert!(r.knee.is_some());
+    assert_eq!(
+        (r.lost, r.duplicated, r.reordered, r.unexpected),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
 }
