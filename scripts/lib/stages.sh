@@ -17,6 +17,7 @@ stage_table() {
     stage_row tokio-mt chat-tokio --flavor multi-thread
     stage_row async-std chat-async-std
     stage_row smol chat-smol
+    stage_row io-uring chat-io-uring
 }
 
 # resolve_stage NAME: sets stage_label, stage_bin (= the cargo package) and

@@ -169,6 +169,11 @@ pub struct CompareArgs {
     /// case), and relays every line to everybody. Run in `one-room` only.
     #[arg(long)]
     pub peer: Vec<String>,
+    /// A baseline to run beside the stages, as `LABEL=COMMAND` (repeatable): a server of our
+    /// protocol that is not a stage (e.g. `asyncio=baseline/asyncio_chat.py`), run in every
+    /// scenario and marked as a baseline.
+    #[arg(long)]
+    pub baseline: Vec<String>,
     /// `all`, or a comma-separated list of scenarios.
     #[arg(long, default_value = "all")]
     pub scenarios: String,
@@ -421,6 +426,9 @@ fn compare_cmd(a: CompareArgs) -> Result<()> {
         compare::select_stages(&a.stages)?
     };
     let mut entries: Vec<Entry> = stages.iter().map(|s| Entry::stage(s, &a.bin_dir)).collect();
+    for spec in &a.baseline {
+        entries.push(Entry::baseline(spec)?);
+    }
     for spec in &a.peer {
         entries.push(Entry::peer(spec)?);
     }

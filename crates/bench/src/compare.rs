@@ -101,6 +101,11 @@ pub const STAGES: &[Stage] = &[
         bin: "chat-smol",
         args: &[],
     },
+    Stage {
+        label: "io-uring",
+        bin: "chat-io-uring",
+        args: &[],
+    },
 ];
 // ANCHOR_END: stages
 
@@ -146,6 +151,8 @@ pub struct Entry {
     pub args: Vec<String>,
     /// A peer: started as it is, driven as a broadcast server.
     pub peer: bool,
+    /// A baseline: speaks our protocol like a stage, is not one (see [`Entry::baseline`]).
+    pub baseline: bool,
 }
 
 impl Entry {
@@ -154,6 +161,7 @@ impl Entry {
         Entry {
             label: stage.label.to_string(),
             program: bin_dir.join(stage.bin),
+            baseline: false,
             args: stage.args.iter().map(|a| a.to_string()).collect(),
             peer: false,
         }
@@ -161,10 +169,24 @@ impl Entry {
 
     /// A peer from `LABEL=COMMAND` (the command split at spaces).
     pub fn peer(spec: &str) -> io::Result<Entry> {
+        Self::labelled(spec, "--peer", true)
+    }
+
+    /// A baseline from `LABEL=COMMAND`: a server of our protocol that is not one of the
+    /// book's stages (`baseline/asyncio_chat.py`), started with `--addr 127.0.0.1:0` and run
+    /// in every scenario, like a stage.
+    pub fn baseline(spec: &str) -> io::Result<Entry> {
+        let mut entry = Self::labelled(spec, "--baseline", false)?;
+        entry.baseline = true;
+        Ok(entry)
+    }
+
+    /// `LABEL=COMMAND`, checked.
+    fn labelled(spec: &str, flag: &str, peer: bool) -> io::Result<Entry> {
         let invalid = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("--peer {spec:?}: {why} (expected LABEL=COMMAND)"),
+                format!("{flag} {spec:?}: {why} (expected LABEL=COMMAND)"),
             )
         };
         let (label, command) = spec.split_once('=').ok_or_else(|| invalid("no `=`"))?;
@@ -182,13 +204,14 @@ impl Entry {
             label: label.to_string(),
             program: PathBuf::from(program),
             args: words.map(str::to_string).collect(),
-            peer: true,
+            peer,
+            baseline: false,
         })
     }
 
     /// The command line, for `run.json` (without the address).
     fn command_text(&self) -> String {
-        let program = if self.peer {
+        let program = if self.peer || self.baseline {
             self.program.display().to_string()
         } else {
             // Stages by binary name: the folder is the reader's own.
@@ -359,6 +382,7 @@ pub fn compare(cfg: &Config) -> io::Result<PathBuf> {
             command: entry.command_text(),
             found,
             peer: entry.peer,
+            baseline: entry.baseline,
         });
         let stage_dir = dir.join(&entry.label);
         std::fs::create_dir_all(&stage_dir)?;

@@ -364,6 +364,10 @@ pub struct StageEntry {
     /// beside them for comparison (only in the scenarios it can take part in).
     #[serde(default)]
     pub peer: bool,
+    /// True for a baseline: a server of our protocol that is not a stage of the book (the
+    /// Python asyncio server), run in every scenario like a stage and marked in the tables.
+    #[serde(default)]
+    pub baseline: bool,
 }
 
 /// `run.json`: what `compare` ran, and how.

@@ -48,6 +48,8 @@ pub struct Loaded {
     pub missing: Vec<String>,
     /// Servers that are peers, not stages of the book.
     pub peers: Vec<String>,
+    /// Servers that are baselines: our protocol, not a stage (the Python asyncio server).
+    pub baselines: Vec<String>,
     /// Every result, with its `stage` set.
     pub results: Vec<RunResult>,
     /// `ceiling.json`, when present.
@@ -85,6 +87,8 @@ impl Loaded {
     fn name(&self, stage: &str) -> String {
         if self.is_peer(stage) {
             format!("{stage} (peer)")
+        } else if self.baselines.iter().any(|b| b == stage) {
+            format!("{stage} (baseline)")
         } else {
             stage.to_string()
         }
@@ -122,6 +126,16 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<T> {
 pub fn load(dir: &Path) -> io::Result<Loaded> {
     let index: Option<RunIndex> = read_json(&dir.join("run.json")).ok();
     let ceiling = read_json(&dir.join("ceiling.json")).ok();
+    let baselines: Vec<String> = index
+        .as_ref()
+        .map(|i| {
+            i.stages
+                .iter()
+                .filter(|s| s.baseline)
+                .map(|s| s.label.clone())
+                .collect()
+        })
+        .unwrap_or_default();
     let (stages, missing, peers) = match &index {
         Some(i) => {
             let pick = |f: &dyn Fn(&crate::result::StageEntry) -> bool| -> Vec<String> {
@@ -159,6 +173,7 @@ pub fn load(dir: &Path) -> io::Result<Loaded> {
         stages,
         missing,
         peers,
+        baselines,
         results,
         ceiling,
     })

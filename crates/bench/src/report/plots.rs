@@ -29,6 +29,8 @@ pub const PALETTE: &[(&str, (u8, u8, u8))] = &[
     ("tokio-mt", (0xb0, 0x7a, 0xa1)),
     ("async-std", (0x17, 0xbe, 0xcf)),
     ("smol", (0x1f, 0x3a, 0x93)),
+    ("io-uring", (0xd6, 0x27, 0x28)),
+    ("asyncio", (0x8c, 0x56, 0x4b)),
 ];
 
 /// Colours of servers not in the palette (peers), by their order in the run.

@@ -87,11 +87,13 @@ fn run(with_errors: bool) -> Loaded {
                     command: l.clone(),
                     found: true,
                     peer: l == "smol-example",
+                    baseline: false,
                 })
                 .collect(),
             conditions: Default::default(),
         }),
         peers: vec!["smol-example".to_string()],
+        baselines: Vec::new(),
         stages: labels,
         missing: vec!["ghost".to_string()],
         results,
@@ -114,6 +116,7 @@ fn a_report_of_nothing_is_still_written() {
         stages: vec!["ghost".to_string()],
         missing: vec!["ghost".to_string()],
         peers: Vec::new(),
+        baselines: Vec::new(),
         results: Vec::new(),
         ceiling: None,
     };
