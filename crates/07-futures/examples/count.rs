@@ -3,6 +3,8 @@
 //!
 //! Run it with `cargo run -p chat-futures --example count`.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use chat_futures::tour::count;

@@ -4,8 +4,8 @@
 //!
 //! `yield_now` is an `async fn` around `std::future::poll_fn`. `or` is a struct: as an
 //! `async fn` that `pin!`s its two arguments, it would store each of them twice (the argument,
-//! then the pinned copy), and the chat server's writer task would be twice as big. A struct
-//! holds them once, at the price of a small `unsafe` pin projection.
+//! then the pinned copy), and every task awaiting an `or` would be twice as big as it needs to
+//! be. A struct holds them once, at the price of a small `unsafe` pin projection.
 //!
 //! Run their tests with `cargo test -p chat-futures combinators::`.
 

@@ -3,7 +3,7 @@
 //! Stages 05 and 06 served every client from one thread with an `epoll` loop, and the price
 //! was inside-out code: each client's progress lived in a struct, and the loop decided what to do
 //! next from readiness events. This stage keeps the one thread and the one `epoll`, and writes
-//! each client as straight-line code again (`read` a line, `write` some lines) with
+//! each client as straight-line code again (wait for something to do, do it, repeat) with
 //! `async`/`await` — on an async runtime built right here, on `std` and `libc` alone:
 //!
 //! - [`tour`]: a future written by hand and polled by hand; wakers; `.await` compiled by hand;
@@ -27,16 +27,27 @@
 //!
 //! ## The server
 //!
-//! One [`chat_core::Server`] in an `Rc<Shared>`, and two tasks per client: a **reader** that
-//! feeds the server what the socket delivers, and a **writer** that sleeps until the client's
-//! outbox has bytes, writes them with one `writev`, and sleeps again. The server's
-//! `Flush`/`Close` events wake the writers. A task's state is only what it holds across an
-//! `.await` (a few pointers), so an idle client's two tasks take a few hundred bytes: the
-//! read buffer is one 64 KiB buffer shared by every reader, used only inside a non-blocking
-//! `read`.
+//! One [`chat_core::Server`] in an `Rc<Shared>`, beside every client's socket, and three kinds
+//! of task:
+//!
+//! - **one task per client** ([`client`]): it reads while the server takes the client's input,
+//!   writes what the client's socket did not take at once, and ends when the server closes
+//!   the client. Its state is a few words: an idle client holds no buffer (the one 64 KiB
+//!   read buffer is shared, used only inside a non-blocking `read`).
+//! - **one timer task** ([`timers`]): it sleeps until the server's next deadline (a slow
+//!   consumer's grace, a closing client's) and lets the server act.
+//! - the accept loop, which is `run`'s own future.
+//!
+//! Whatever a task hands the server, it carries out what the server answers in the same turn
+//! ([`State::settle`]): above all, it **writes through** — a line for a room goes from the
+//! sender's task straight into every member's socket, non-blocking. A member's own task is
+//! woken only if its socket did not take everything, to wait for room: when sockets keep up,
+//! a message costs one `writev` per member and no wake-up at all. (Arrivals are the one
+//! exception: what they owe is written by the new client's task, first thing, so that a burst
+//! of connections accepted in one turn is written as one.)
 //!
 //! *Invariant:* a `RefCell` borrow of the shared state never lives across an `.await`; every
-//! method of [`Shared`] is plain synchronous code.
+//! method of [`Shared`] is plain synchronous code, and waking a task only queues it.
 
 pub mod block_on;
 pub mod combinators;
@@ -55,28 +66,19 @@ pub use reactor::Direction;
 pub use timer::Timer;
 
 use std::cell::RefCell;
-use std::future::poll_fn;
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::future::{poll_fn, Future};
+use std::io::{self, Read as _, Write as _};
 use std::net::{Shutdown as Both, TcpListener, TcpStream};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::task::{Poll, Waker};
+use std::time::Instant;
 
 use chat_core::hub::IdMap;
-use chat_core::{ClientId, Event, Limits, Server, ServerFull};
+use chat_core::{ClientId, Event, Flushed, Limits, Server};
 use chat_net::{AcceptError, Config, Shutdown};
 
-/// Bytes per `read`, into the one buffer all readers share.
+/// Bytes per `read`, into the one buffer all client tasks share.
 const READ_BUF: usize = 64 * 1024;
-
-/// At most this many queued lines per `writev` (the kernel allows 1024).
-const MAX_SLICES: usize = 64;
-
-/// How long a stopping server waits for its clients to take their last lines.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
-
-/// How long a client the server closes (`/quit`, shutdown) has to read its last lines.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves clients until `shutdown` is triggered: the whole runtime is one line.
 // ANCHOR: run
@@ -86,7 +88,8 @@ pub fn run(listener: TcpListener, config: Config, shutdown: Shutdown) -> io::Res
 }
 // ANCHOR_END: run
 
-/// Accepts until told to stop, then says goodbye to everyone, for at most [`SHUTDOWN_GRACE`].
+/// Accepts until told to stop, then lets the server say goodbye to everyone (it closes them
+/// all within its shutdown grace).
 // ANCHOR: serve
 async fn serve(
     executor: &Executor,
@@ -95,6 +98,7 @@ async fn serve(
     shutdown: Shutdown,
 ) -> io::Result<()> {
     let shared = Rc::new(Shared::new(limits));
+    executor.spawn(timers(Rc::clone(&shared))).detach();
     let listener = Async::new(listener)?;
     let stop = Async::new(shutdown)?;
     accept_loop(executor, &shared, &listener, &stop).await;
@@ -104,25 +108,9 @@ async fn serve(
         "stopping: saying goodbye to {} clients",
         shared.connections()
     );
-    shared.shutdown(); // everyone gets `* server shutting down` and a Close
-    let drained = or(
-        async {
-            shared.all_closed().await;
-            true
-        },
-        async {
-            Timer::after(SHUTDOWN_GRACE).await;
-            false
-        },
-    )
-    .await;
-    if !drained {
-        log::warn!(
-            "{} clients did not read their last lines",
-            shared.connections()
-        );
-    }
-    Ok(()) // `run` returns, the executor is dropped with every task and socket it holds
+    shared.shutdown(); // everyone gets `* server shutting down`, then the end of the stream
+    shared.stopped().await; // every client closed: by itself, or by the server's grace
+    Ok(()) // `run` returns, the executor is dropped with the timer task
 }
 // ANCHOR_END: serve
 
@@ -171,112 +159,92 @@ fn triggered(shutdown: &Shutdown) -> io::Result<()> {
 }
 // ANCHOR_END: accept_loop
 
-/// A new connection: register it with the server and start its two tasks.
+/// A new connection: its socket goes to the shared state, next to the server, and it gets
+/// its task (which writes its welcome).
 // ANCHOR: admit
 fn admit(executor: &Executor, shared: &Rc<Shared>, stream: Async<TcpStream>) {
-    let Ok(id) = shared.connect() else {
-        refuse(&stream);
-        return;
-    };
     if let Err(err) = stream.get_ref().set_nodelay(true) {
-        log::debug!("{id}: TCP_NODELAY: {err}");
+        log::debug!("TCP_NODELAY: {err}"); // set before anything is written
     }
-    log::debug!("{id}: connected");
-    let stream = Rc::new(stream); // one socket, two tasks: one reads, one writes
-    executor
-        .spawn(reader(Rc::clone(shared), Rc::clone(&stream), id))
-        .detach();
-    executor
-        .spawn(writer(Rc::clone(shared), stream, id))
-        .detach();
+    if let Some(id) = shared.connect(stream) {
+        log::debug!("{id}: connected");
+        executor.spawn(client(Rc::clone(shared), id)).detach();
+    }
 }
 // ANCHOR_END: admit
 
-/// Over `--max-clients`: `! server full`, then close. A new socket has room for one line.
-fn refuse(stream: &Async<TcpStream>) {
-    let mut socket = stream.get_ref();
-    let _ = socket.write(chat_core::SERVER_FULL_LINE);
-    let _ = socket.shutdown(Both::Both);
+/// What a client's task does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// The server takes its input, and its socket may have bytes: read once.
+    Read,
+    /// It is owed bytes its socket did not take, and the socket has room again: write.
+    Write,
+    /// The server is done with it and its socket is closed: the task ends.
+    Over,
 }
 
-/// Feeds the server whatever the client sends, until it closes (or we close it).
-// ANCHOR: reader
-async fn reader(shared: Rc<Shared>, stream: Rc<Async<TcpStream>>, id: ClientId) {
+/// What one read gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Some bytes, handed to the server (or a signal interrupted the read): read on.
+    Bytes,
+    /// A full buffer: there may be more.
+    Full,
+    /// Nothing more will ever come: the end of the stream, or an error (the client is gone).
+    End,
+    /// `WouldBlock`: the socket is empty, and the reactor knows it.
+    Empty,
+}
+
+/// One client, from its welcome to its close. Everything it does is one synchronous call
+/// into [`Shared`]; what it keeps across an `.await` is its id, the shared state, and
+/// whether it has seen the end of its client's stream.
+// ANCHOR: client
+async fn client(shared: Rc<Shared>, id: ClientId) {
+    // Its welcome and its `joined` notice, queued by the accept loop. In a burst, the accept
+    // loop takes the whole backlog in one turn, and the first new task writes what all of
+    // them owe: every member gets the burst's notices in one `writev`, not one each.
+    shared.settle();
+    // After its end of stream a socket reads 0 at once, for ever: a task that went on
+    // reading would spin. The server says when to close (it may still owe lines).
+    let mut eof = false;
     loop {
-        let read = stream.read_with(|socket| shared.read_from(id, socket));
-        match read.await {
-            Ok(0) => break, // end of stream: the peer left, or our writer shut the socket
-            // A short read emptied the socket: skip the read that would only say WouldBlock,
-            // and sleep until epoll reports more. (The next `read_with` returns Pending at
-            // once, which lets the writers this read just woke run.)
-            Ok(n) if n < READ_BUF => stream.clear_ready(Direction::Read),
-            // A full buffer: there may be more. Let the woken writers run first anyway: on
-            // one thread, a client that sends without pause must not starve everybody else.
-            Ok(_) => yield_now().await,
-            Err(err) => {
-                log::debug!("{id}: read: {err}");
-                break;
-            }
+        match shared.turn(id, eof).await {
+            Turn::Read => match shared.read(id) {
+                Read::End => eof = true,
+                // One thread for everybody: a client that sends without pause must not keep
+                // it. Go to the back of the queue, then read on.
+                Read::Full => yield_now().await,
+                // After `Empty` (readiness cleared) the next turn sleeps until an edge.
+                Read::Bytes | Read::Empty => {}
+            },
+            Turn::Write => shared.flush(id),
+            Turn::Over => break,
         }
     }
-    shared.close(id); // its room hears it left; its writer wakes up and ends
     log::debug!("{id}: closed");
 }
-// ANCHOR_END: reader
+// ANCHOR_END: client
 
-/// Writes what the client is owed, sleeping while there is nothing to write, until the
-/// client must go; then shuts the socket down.
-// ANCHOR: writer
-async fn writer(shared: Rc<Shared>, stream: Rc<Async<TcpStream>>, id: ClientId) {
-    let result = or(
-        write_until_done(&shared, &stream, id),
-        // Once the server closes this client (`/quit`, shutdown), it has a little while to
-        // read its last lines; a client that does not read cannot keep its socket forever.
-        async {
-            shared.closing(id).await;
-            Timer::after(CLOSE_GRACE).await;
-            Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "last lines not read in time",
-            ))
-        },
-    )
-    .await;
-    if let Err(err) = result {
-        log::debug!("{id}: write: {err}");
+/// The server's clock: sleeps until the server's next deadline, then lets it act (cut a slow
+/// consumer, close a client whose grace ran out). Any call that makes an earlier deadline
+/// appear wakes it (see [`State::settle`]), so it never sleeps past one.
+// ANCHOR: timers
+async fn timers(shared: Rc<Shared>) {
+    let mut deadline = None;
+    loop {
+        match deadline {
+            Some(at) => or(Timer::at(at), shared.earlier_deadline()).await,
+            None => shared.earlier_deadline().await,
+        }
+        deadline = shared.handle_timeout();
     }
-    // The peer sees the end of the stream, and so does our reader, which cleans up.
-    let _ = stream.get_ref().shutdown(Both::Both);
 }
-// ANCHOR_END: writer
+// ANCHOR_END: timers
 
-/// Writes the outbox whenever it has bytes, until the client must be closed and nothing is
-/// left to write.
-// ANCHOR: write_until_done
-async fn write_until_done(
-    shared: &Shared,
-    stream: &Async<TcpStream>,
-    id: ClientId,
-) -> io::Result<()> {
-    // `has_work` sleeps until the outbox has bytes (true) or the client must go (false).
-    while shared.has_work(id).await {
-        or(
-            // One `writev` of everything queued; if the socket is full, wait for room...
-            stream.write_with(|socket| shared.write_outbox(id, socket)),
-            // ...unless the server gives up on this client meanwhile (a slow consumer:
-            // its outbox is emptied), which must end the wait too.
-            async {
-                shared.emptied(id).await;
-                Ok(())
-            },
-        )
-        .await?;
-    }
-    Ok(())
-}
-// ANCHOR_END: write_until_done
-
-/// The chat server and the writers' wakers, shared by every task on the thread.
+/// The chat server, every client's socket, and the wakers of the tasks that sleep, shared by
+/// every task on the thread.
 #[derive(Debug)]
 pub struct Shared {
     /// Borrowed only inside the synchronous methods below, never across an `.await`.
@@ -286,14 +254,44 @@ pub struct Shared {
 /// The part of [`Shared`] behind the `RefCell`.
 #[derive(Debug)]
 struct State {
-    /// The protocol: hub, framers and bounded outboxes.
+    /// The protocol: hub, framers, bounded outboxes, flow control, deadlines.
     server: Server,
-    /// Each connected client's writer task, while it sleeps: woken by `Flush` and `Close`.
-    writers: IdMap<Option<Waker>>,
-    /// The read buffer of every reader, filled and consumed within one `read_from`.
+    /// Every client the server has not closed: its socket, and its task's waker.
+    clients: IdMap<Client>,
+    /// The read buffer of every client task, filled and handed over within one `read`.
     buf: Box<[u8]>,
-    /// The shutdown sequence, waiting for the last client to go.
-    all_closed: Option<Waker>,
+    /// The timer task's sleep.
+    alarm: Alarm,
+    /// `serve`, waiting for the last client to go after shutdown.
+    stopped: Option<Waker>,
+}
+
+/// A client, as the shared state keeps it.
+// ANCHOR: client_state
+#[derive(Debug)]
+struct Client {
+    /// Its socket. Any task may write to it (write-through); only the client's task reads.
+    /// Dropping it closes the socket and takes it out of the reactor.
+    stream: Async<TcpStream>,
+    /// The client's task, while it sleeps: woken when the server needs it to do something.
+    task: Option<Waker>,
+}
+// ANCHOR_END: client_state
+
+/// What the timer task sleeps for.
+#[derive(Debug, Default)]
+struct Alarm {
+    /// The deadline it sleeps until; `None`: it sleeps until a deadline appears.
+    armed: Option<Instant>,
+    /// Its waker, while it sleeps.
+    waker: Option<Waker>,
+}
+
+impl Alarm {
+    /// True if the server's next deadline comes before the one the timer task sleeps until.
+    fn is_late_for(&self, deadline: Option<Instant>) -> bool {
+        deadline.is_some_and(|at| self.armed.is_none_or(|armed| at < armed))
+    }
 }
 
 /// Stores `waker` in `slot` unless the same task's waker is already there.
@@ -304,15 +302,23 @@ fn park(slot: &mut Option<Waker>, waker: &Waker) {
     }
 }
 
+/// Over `--max-clients`: `! server full`, then close. A new socket has room for one line.
+fn refuse(stream: &Async<TcpStream>) {
+    let mut socket = stream.get_ref();
+    let _ = socket.write(chat_core::SERVER_FULL_LINE);
+    let _ = socket.shutdown(Both::Both);
+}
+
 impl Shared {
     /// A server with these limits and no client.
     fn new(limits: Limits) -> Self {
         Self {
             state: RefCell::new(State {
                 server: Server::new(limits),
-                writers: IdMap::default(),
+                clients: IdMap::default(),
                 buf: vec![0; READ_BUF].into_boxed_slice(),
-                all_closed: None,
+                alarm: Alarm::default(),
+                stopped: None,
             }),
         }
     }
@@ -322,136 +328,147 @@ impl Shared {
         self.state.borrow().server.connections()
     }
 
-    /// A new client, welcomed; or `ServerFull`.
-    fn connect(&self) -> Result<ClientId, ServerFull> {
+    /// A new client; or `None` if the server is full, which the client is told before its
+    /// socket is closed. What its arrival owes (its welcome, `joined` to its room) is queued
+    /// and not written yet: its task does that, first thing.
+    fn connect(&self, stream: Async<TcpStream>) -> Option<ClientId> {
         let mut state = self.state.borrow_mut();
-        let id = state.server.connect()?;
-        state.writers.insert(id, None);
-        state.dispatch();
-        Ok(id)
-    }
-
-    /// One non-blocking `read` into the shared buffer, fed to the server. `Ok(0)` is the end
-    /// of the stream; `WouldBlock` makes the caller sleep until the socket is readable.
-    // ANCHOR: read_from
-    fn read_from(&self, id: ClientId, mut socket: &TcpStream) -> io::Result<usize> {
-        let mut state = self.state.borrow_mut();
-        let state = &mut *state;
-        let n = socket.read(&mut state.buf)?;
-        state.server.receive(id, &state.buf[..n]);
-        state.dispatch();
-        Ok(n)
-    }
-    // ANCHOR_END: read_from
-
-    /// One non-blocking `writev` of what the client's outbox holds.
-    // ANCHOR: write_outbox
-    fn write_outbox(&self, id: ClientId, mut socket: &TcpStream) -> io::Result<()> {
-        let mut state = self.state.borrow_mut();
-        let Some(outbox) = state.server.outbox(id) else {
-            return Ok(()); // gone meanwhile
+        let Ok(id) = state.server.connect(Instant::now()) else {
+            refuse(&stream);
+            return None;
         };
-        if outbox.is_empty() {
-            return Ok(());
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-        let count = outbox.io_slices(&mut slices);
-        let written = socket.write_vectored(&slices[..count])?;
-        outbox.consume(written);
-        Ok(())
-    }
-    // ANCHOR_END: write_outbox
-
-    /// Sleeps until the client's outbox holds bytes (`true`), or the client must be closed
-    /// with nothing left to write (`false`).
-    // ANCHOR: has_work
-    async fn has_work(&self, id: ClientId) -> bool {
-        poll_fn(|cx| self.poll_has_work(id, cx)).await
+        state.clients.insert(id, Client { stream, task: None });
+        Some(id)
     }
 
-    fn poll_has_work(&self, id: ClientId, cx: &mut Context<'_>) -> Poll<bool> {
-        let mut state = self.state.borrow_mut();
-        let state = &mut *state;
-        let Some(outbox) = state.server.outbox(id) else {
-            return Poll::Ready(false); // closed
-        };
-        if !outbox.is_empty() {
-            return Poll::Ready(true);
-        }
-        if state.server.is_closing(id) {
-            return Poll::Ready(false); // `/quit` or shutdown, and everything is written
-        }
-        if let Some(slot) = state.writers.get_mut(&id) {
-            park(slot, cx.waker()); // the next Flush or Close for `id` wakes us
-        }
-        Poll::Pending
+    /// Carries out whatever the server has not been answered for yet.
+    fn settle(&self) {
+        self.state.borrow_mut().settle(Instant::now());
     }
-    // ANCHOR_END: has_work
 
-    /// Sleeps until the client's outbox is empty or gone without our writing it: what the
-    /// server does to a slow consumer.
-    async fn emptied(&self, id: ClientId) {
-        poll_fn(|cx| {
+    /// Sleeps until the client's task has something to do. The task's one waker is left in
+    /// up to three places: with the reactor for reading (while the server takes the client's
+    /// input) and for writing (while the client is owed bytes its socket did not take), and
+    /// here, for the server's word (see [`State::settle`]). Whichever comes first wakes it.
+    // ANCHOR: turn
+    fn turn(&self, id: ClientId, eof: bool) -> impl Future<Output = Turn> + '_ {
+        poll_fn(move |cx| {
             let mut state = self.state.borrow_mut();
             let state = &mut *state;
-            match state.server.outbox(id) {
-                Some(outbox) if !outbox.is_empty() => {
-                    if let Some(slot) = state.writers.get_mut(&id) {
-                        park(slot, cx.waker());
-                    }
-                    Poll::Pending
-                }
-                _ => Poll::Ready(()),
+            let Some(client) = state.clients.get_mut(&id) else {
+                return Poll::Ready(Turn::Over);
+            };
+            let owed = state.server.outbox(id).is_some_and(|o| !o.is_empty());
+            if owed && client.stream.poll_ready(Direction::Write, cx).is_ready() {
+                return Poll::Ready(Turn::Write);
             }
+            if !eof
+                && state.server.reading(id)
+                && client.stream.poll_ready(Direction::Read, cx).is_ready()
+            {
+                return Poll::Ready(Turn::Read);
+            }
+            park(&mut client.task, cx.waker());
+            Poll::Pending
         })
-        .await
+    }
+    // ANCHOR_END: turn
+
+    /// One non-blocking `read` into the shared buffer, handed to the server, whose answer is
+    /// carried out at once.
+    // ANCHOR: read
+    fn read(&self, id: ClientId) -> Read {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let Some(client) = state.clients.get(&id) else {
+            return Read::Empty;
+        };
+        let now = Instant::now();
+        let mut socket = client.stream.get_ref();
+        let read = match socket.read(&mut state.buf) {
+            Ok(0) => {
+                state.server.eof(id, now); // a goodbye: replies are still written
+                Read::End
+            }
+            Ok(n) => {
+                state.server.receive(id, &state.buf[..n], now);
+                if n == READ_BUF {
+                    Read::Full
+                } else {
+                    Read::Bytes
+                }
+            }
+            // Only `WouldBlock` proves the socket empty. A short read does not: Linux stops
+            // a read at a TCP urgent mark, with more bytes behind it, and an edge-triggered
+            // reactor would never report them again.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                client.stream.clear_ready(Direction::Read);
+                return Read::Empty;
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => return Read::Bytes,
+            Err(err) => {
+                log::debug!("{id}: read: {err}");
+                state.drop_client(id, now);
+                Read::End
+            }
+        };
+        state.settle(now);
+        read
+    }
+    // ANCHOR_END: read
+
+    /// The client's socket has room again: write what it is still owed.
+    fn flush(&self, id: ClientId) {
+        let mut state = self.state.borrow_mut();
+        let now = Instant::now();
+        state.write(id, now); // if it is still full, the task's next turn waits for room
+        state.settle(now); // room for it may let senders that waited go on
     }
 
-    /// Sleeps until the server has decided to close the client (or it is gone).
-    async fn closing(&self, id: ClientId) {
+    /// Sleeps until the server's next deadline is earlier than the one the timer task sleeps
+    /// until.
+    async fn earlier_deadline(&self) {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
-            if state.server.outbox(id).is_none() || state.server.is_closing(id) {
+            let deadline = state.server.poll_timeout();
+            if state.alarm.is_late_for(deadline) {
                 return Poll::Ready(());
             }
-            if let Some(slot) = state.writers.get_mut(&id) {
-                park(slot, cx.waker());
-            }
+            park(&mut state.alarm.waker, cx.waker());
             Poll::Pending
         })
         .await
     }
 
-    /// The connection is over: tell the server (its room hears it left) and wake its writer.
-    fn close(&self, id: ClientId) {
+    /// The timer task's turn: the server acts on what is due, and names its next deadline,
+    /// which the timer task sleeps until.
+    fn handle_timeout(&self) -> Option<Instant> {
         let mut state = self.state.borrow_mut();
-        state.server.close(id);
-        state.dispatch();
-        if let Some(Some(writer)) = state.writers.remove(&id) {
-            writer.wake();
-        }
-        if state.server.connections() == 0 {
-            if let Some(waiter) = state.all_closed.take() {
-                waiter.wake();
-            }
-        }
+        let now = Instant::now();
+        state.alarm.waker = None; // awake: its own `settle` has nobody to wake
+        state.server.handle_timeout(now);
+        state.settle(now);
+        state.alarm.armed = state.server.poll_timeout();
+        state.alarm.armed
     }
 
-    /// Every client gets `* server shutting down` and a Close.
+    /// Every client gets `* server shutting down`, then the end of its stream; the server
+    /// closes them all within its shutdown grace.
     fn shutdown(&self) {
         let mut state = self.state.borrow_mut();
-        state.server.shutdown();
-        state.dispatch();
+        let now = Instant::now();
+        state.server.shutdown(now);
+        state.settle(now);
     }
 
-    /// Sleeps until no connection is left.
-    async fn all_closed(&self) {
+    /// Sleeps until the server has stopped: shut down, and every client closed.
+    async fn stopped(&self) {
         poll_fn(|cx| {
             let mut state = self.state.borrow_mut();
-            if state.server.connections() == 0 {
+            if state.server.is_stopped() {
                 return Poll::Ready(());
             }
-            park(&mut state.all_closed, cx.waker());
+            park(&mut state.stopped, cx.waker());
             Poll::Pending
         })
         .await
@@ -459,40 +476,227 @@ impl Shared {
 }
 
 impl State {
-    /// Turns the server's events into wake-ups: `Flush(id)` and `Close(id)` both mean "the
-    /// writer of `id` has something to do". Our wakers only queue a task, so calling them
-    /// with the state borrowed is safe: nothing runs until the executor polls.
-    // ANCHOR: dispatch
-    fn dispatch(&mut self) {
+    /// Carries out the server's events, in the turn of the task whose call caused them (the
+    /// one holding the state now). A message to a room is written to every member's socket
+    /// right here, in the sender's turn; a member's task is woken only when the server needs
+    /// it: its socket is full, its input is accepted again, it was hung up or closed. Waking
+    /// a task only queues it, so it is safe with the state borrowed: nothing else runs until
+    /// this task returns `Pending`, and then every borrow is over.
+    // ANCHOR: settle
+    fn settle(&mut self, now: Instant) {
         while let Some(event) = self.server.poll_event() {
-            let (Event::Flush(id) | Event::Close(id)) = event;
-            if let Some(writer) = self.writers.get_mut(&id).and_then(Option::take) {
-                writer.wake();
+            match event {
+                Event::Flush(id) => {
+                    if self.write(id, now) == Some(Flushed::Partly) {
+                        self.wake(id); // its task waits for room, and writes the rest
+                    }
+                }
+                // Read again: bytes may be waiting in the kernel, and the reactor still says
+                // so (readiness is cleared only by `WouldBlock`).
+                Event::Resume(id) => self.wake(id),
+                // All written and the server done: end our side, and keep reading until the
+                // client ends its side (closing with bytes unread would send a reset).
+                Event::Hangup(id) => {
+                    if let Some(client) = self.clients.get(&id) {
+                        if let Err(err) = client.stream.get_ref().shutdown(Both::Write) {
+                            log::debug!("{id}: shutdown: {err}");
+                            self.drop_client(id, now);
+                        }
+                    }
+                    self.wake(id); // reading may be on again (a closing client is read)
+                }
+                // Dropping the socket closes it; the task wakes up to find it gone, and ends.
+                Event::Close(id) => {
+                    if let Some(task) = self.clients.remove(&id).and_then(|c| c.task) {
+                        task.wake();
+                    }
+                }
+            }
+        }
+        if self.alarm.is_late_for(self.server.poll_timeout()) {
+            if let Some(timer_task) = self.alarm.waker.take() {
+                timer_task.wake();
+            }
+        }
+        if self.server.is_stopped() {
+            if let Some(serve) = self.stopped.take() {
+                serve.wake();
             }
         }
     }
-    // ANCHOR_END: dispatch
+    // ANCHOR_END: settle
+
+    /// Writes what `id` is owed to its socket, without waiting: the server's one write path,
+    /// `writev`s of many lines until nothing is owed or the socket is full (`Partly`).
+    // ANCHOR: write
+    fn write(&mut self, id: ClientId, now: Instant) -> Option<Flushed> {
+        let client = self.clients.get(&id)?;
+        // `write_vectored` is `writev(2)`. (A Rust program starts with SIGPIPE ignored, so
+        // writing to a connection the peer closed is an EPIPE error here, not a dead server.)
+        let mut socket = client.stream.get_ref();
+        match self
+            .server
+            .flush(id, now, |lines| socket.write_vectored(lines))
+        {
+            Ok(flushed) => {
+                if flushed == Flushed::Partly {
+                    // The write said `WouldBlock`: the next edge will say when there is room.
+                    client.stream.clear_ready(Direction::Write);
+                }
+                Some(flushed)
+            }
+            Err(err) => {
+                log::debug!("{id}: write: {err}");
+                self.drop_client(id, now);
+                None
+            }
+        }
+    }
+    // ANCHOR_END: write
+
+    /// Wakes the task of `id`, if it sleeps.
+    fn wake(&mut self, id: ClientId) {
+        if let Some(task) = self.clients.get_mut(&id).and_then(|c| c.task.take()) {
+            task.wake();
+        }
+    }
+
+    /// The connection failed: close its socket, wake its task (to end), tell the server.
+    fn drop_client(&mut self, id: ClientId, now: Instant) {
+        if let Some(task) = self.clients.remove(&id).and_then(|c| c.task) {
+            task.wake();
+        }
+        self.server.closed(id, now);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead as _, BufReader};
+    use std::time::Duration;
 
-    /// The point of the stage: an idle client is two small tasks. Their state is what lives
-    /// across an `.await`; this fails if someone moves a buffer into it.
+    /// A [`Shared`] with real client sockets and their tasks, run for a moment at a time.
+    struct Harness {
+        executor: Executor,
+        shared: Rc<Shared>,
+        listener: TcpListener,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Self {
+                executor: Executor::new(),
+                shared: Rc::new(Shared::new(Limits::default())),
+                listener: TcpListener::bind("127.0.0.1:0").expect("bind"),
+            }
+        }
+
+        /// A connected client (a blocking socket) and its id; its task is spawned.
+        fn connect(&self) -> (BufReader<TcpStream>, ClientId) {
+            let addr = self.listener.local_addr().expect("addr");
+            let peer = TcpStream::connect(addr).expect("connect");
+            peer.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let (socket, _) = self.listener.accept().expect("accept");
+            let id = self
+                .shared
+                .connect(Async::new(socket).expect("register"))
+                .expect("room for the client");
+            self.executor
+                .spawn(client(Rc::clone(&self.shared), id))
+                .detach();
+            (BufReader::new(peer), id)
+        }
+
+        /// Runs every task for `ms` milliseconds; returns how many polls that took.
+        fn run_for(&self, ms: u64) -> u64 {
+            let before = self.executor.polls();
+            block_on(self.executor.run(Timer::after(Duration::from_millis(ms))));
+            self.executor.polls() - before
+        }
+    }
+
+    fn line(reader: &mut BufReader<TcpStream>) -> String {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a line in time");
+        line
+    }
+
+    /// The point of the stage: an idle client is one small task. Its state is what lives
+    /// across an `.await`; this fails if someone moves a buffer (or a second socket handle,
+    /// or a timer) into it.
     #[test]
-    fn client_tasks_hold_no_buffer() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let _peer = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (socket, _) = listener.accept().expect("accept");
-        let stream = Rc::new(Async::new(socket).expect("register"));
-        let shared = Rc::new(Shared::new(Limits::default()));
-        let id = shared.connect().expect("room for one client");
-        let reader = reader(Rc::clone(&shared), Rc::clone(&stream), id);
-        let writer = writer(Rc::clone(&shared), Rc::clone(&stream), id);
-        let (reader, writer) = (size_of_val(&reader), size_of_val(&writer));
-        eprintln!("reader task: {reader} bytes, writer task: {writer} bytes");
-        assert!(reader <= 256, "the reader task is {reader} bytes");
-        assert!(writer <= 512, "the writer task is {writer} bytes");
+    fn a_client_task_holds_no_buffer() {
+        let harness = Harness::new();
+        let (_peer, id) = harness.connect();
+        let task = client(Rc::clone(&harness.shared), id);
+        let size = size_of_val(&task);
+        eprintln!("client task: {size} bytes");
+        assert!(size <= 128, "the client task is {size} bytes");
+    }
+
+    /// Write-through: a message reaches every member's socket in the sender's turn. Only the
+    /// sender's task is polled, however big the room: no wake-up per recipient.
+    #[test]
+    fn a_line_is_written_to_the_room_in_the_senders_turn() {
+        let harness = Harness::new();
+        let mut members: Vec<_> = (0..8).map(|_| harness.connect()).collect();
+        harness.run_for(20); // every task polled once, now asleep
+        for (reader, _) in &mut members {
+            while !line(reader).starts_with("* welcome") {}
+        }
+        for i in 1..members.len() {
+            for (reader, _) in &mut members[..i] {
+                assert!(line(reader).contains("joined lobby"));
+            }
+        }
+        let (sender, _) = &mut members[0];
+        sender.get_mut().write_all(b"hello\n").expect("send");
+        let polls = harness.run_for(20);
+        for (reader, _) in &mut members[1..] {
+            assert_eq!(line(reader), "<guest1> hello\n");
+        }
+        // The sender's task once, `run_for`'s timer future twice (first poll, expiry).
+        assert!(polls <= 3, "{polls} polls for one message to 7 members");
+    }
+
+    /// Issue 17: a short read is not an empty socket. A byte sent with MSG_OOB makes Linux
+    /// stop a read at it; the line after it must still be delivered without a third line.
+    #[test]
+    fn an_urgent_byte_does_not_hide_the_next_line() {
+        let harness = Harness::new();
+        let (mut sender, _) = harness.connect();
+        let (mut member, _) = harness.connect();
+        harness.run_for(20);
+        assert!(line(&mut sender).starts_with("* welcome"));
+        assert!(line(&mut sender).contains("joined lobby"));
+        assert!(line(&mut member).starts_with("* welcome"));
+        let mut stream = sender.get_ref();
+        stream.write_all(b"one\n").expect("send");
+        socket2::SockRef::from(stream)
+            .send_out_of_band(b"!")
+            .expect("urgent byte");
+        stream.write_all(b"two\n").expect("send");
+        harness.run_for(50);
+        assert_eq!(line(&mut member), "<guest1> one\n");
+        assert_eq!(line(&mut member), "<guest1> two\n");
+    }
+
+    /// A half-close is a goodbye: every reply is written, then the server closes.
+    #[test]
+    fn a_half_closed_client_gets_every_reply() {
+        let harness = Harness::new();
+        let (mut peer, _) = harness.connect();
+        peer.get_mut().write_all(b"/help\n").expect("send");
+        peer.get_ref().shutdown(Both::Write).expect("half-close");
+        harness.run_for(50);
+        let mut got = String::new();
+        peer.read_to_string(&mut got)
+            .expect("everything, then the end");
+        assert!(got.starts_with("* welcome"), "{got:?}");
+        assert!(got.contains("/quit"), "no help in {got:?}");
+        assert_eq!(harness.shared.connections(), 0);
+        assert_eq!(harness.executor.len(), 0, "the client's task ended");
     }
 }

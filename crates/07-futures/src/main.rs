@@ -5,6 +5,8 @@
 //! nc 127.0.0.1 7878      # in two or more terminals
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

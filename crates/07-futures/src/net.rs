@@ -9,8 +9,7 @@
 //! `Async<TcpListener>` and `Async<TcpStream>`.
 //!
 //! An `Async` belongs to the thread that made it (it holds that thread's reactor), and each
-//! direction has one waiting task at a time: one reader and one writer, which is how the chat
-//! server uses a connection.
+//! direction has one waiting task at a time (in the chat server, one task waits for both).
 //!
 //! Run its tests with `cargo test -p chat-futures net::`.
 
@@ -76,10 +75,19 @@ impl<T: AsFd> Async<T> {
     }
     // ANCHOR_END: poll_io
 
-    /// Tells the reactor that the socket has nothing more in `direction` for now, without
-    /// the system call that would say so: after a *short* read (fewer bytes than asked for)
-    /// the socket is empty, and the next `read` would only say `WouldBlock`. Data arriving
-    /// later is a new edge, hence a new event; an end of stream is remembered anyway.
+    /// `Ready` if the socket may be ready in `direction` (so try the system call, and call
+    /// [`Async::clear_ready`] if it says `WouldBlock`); otherwise `Pending`, with the task's
+    /// waker stored for the next event. This is [`Async::poll_io`] without the system call,
+    /// for a task that waits for several things at once and makes the call itself.
+    pub fn poll_ready(&self, direction: Direction, cx: &mut Context<'_>) -> Poll<()> {
+        self.reactor.poll_ready(self.token, direction, cx)
+    }
+
+    /// Tells the reactor that a system call made outside [`Async::poll_io`] said
+    /// `WouldBlock` in `direction`: not ready until the next event. Only `WouldBlock` proves
+    /// it. A short read does not (Linux stops a read at a TCP urgent mark, with more bytes
+    /// behind it), and an edge-triggered reactor that believed it would never report those
+    /// bytes again.
     pub fn clear_ready(&self, direction: Direction) {
         self.reactor.clear_ready(self.token, direction);
     }

@@ -55,8 +55,8 @@ struct Interest {
     /// call returns at once (end of stream, or an error), so it stays ready for good. An
     /// edge-triggered epoll reports a hang-up once; forgetting it would strand the task.
     closed: bool,
-    /// The task to wake when `ready` becomes true. One waiter per direction: a socket has one
-    /// reading task and one writing task, like a stream split in two halves.
+    /// The task to wake when `ready` becomes true. One waiter per direction: a socket has at
+    /// most one reading task and one writing task (the chat server's client task is both).
     waker: Option<Waker>,
 }
 
@@ -230,8 +230,8 @@ impl Reactor {
     }
     // ANCHOR_END: poll_ready
 
-    /// The last system call in `direction` said `WouldBlock` (or emptied the socket): not
-    /// ready until the next event, unless that direction is closed for good.
+    /// The last system call in `direction` said `WouldBlock`: not ready until the next event,
+    /// unless that direction is closed for good.
     pub fn clear_ready(&self, token: u64, direction: Direction) {
         if let Some(source) = self.sources.borrow_mut().get_mut(&token) {
             let interest = source.interest(direction);
@@ -434,8 +434,8 @@ mod tests {
         drop(peer);
         reactor.react(true).expect("react");
         assert_eq!(count.get(), 1, "end-of-file is something to read");
-        // The hang-up was reported once (edge-triggered), so it must not be forgotten:
-        // a reader that clears readiness after a short read still finds it ready.
+        // The hang-up was reported once (edge-triggered), so it must not be forgotten: even
+        // after a `WouldBlock` (readiness cleared), the reader still finds it ready.
         reactor.clear_ready(token, Direction::Read);
         let poll = reactor.poll_ready(token, Direction::Read, &mut Context::from_waker(&waker));
         assert!(poll.is_ready());

@@ -46,8 +46,8 @@ impl Epoll {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain system call with a flag argument; no pointers.
         let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: `fd` was just returned by the kernel and nobody else owns it.
         Ok(Self {
+            // SAFETY: `fd` was just returned by the kernel and nobody else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -128,8 +128,8 @@ impl EventFd {
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain system call with integer arguments.
         let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: `fd` was just returned by the kernel and nobody else owns it.
         Ok(Self {
+            // SAFETY: `fd` was just returned by the kernel and nobody else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }

@@ -2,8 +2,8 @@
 //!
 //! It does not block and does not spin: polled before its deadline, it gives its waker to the
 //! reactor's timer list and returns `Pending`; the reactor sleeps no longer than the nearest
-//! deadline and wakes it. `count()` in the tour and the shutdown grace period of the chat
-//! server are built on it.
+//! deadline and wakes it. `count()` in the tour, the chat server's timer task (which sleeps
+//! until the server's next deadline) and its accept back-off are built on it.
 //!
 //! Run its tests with `cargo test -p chat-futures timer::`.
 
