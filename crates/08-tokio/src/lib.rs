@@ -17,51 +17,39 @@
 //! ## How bytes move
 //!
 //! All clients share one [`chat_core::Server`] behind a `std::sync::Mutex`, which is never
-//! held across an `.await`. Each client's task waits, with `tokio::select!`, for whichever
-//! comes first: its socket became ready, or its [`Notify`] (its *doorbell*) was rung because
-//! another task queued lines in its outbox. Reading uses a buffer on the worker thread's
-//! stack, inside a plain function, so an idle task holds no read buffer. Writing takes whole
-//! lines out of the client's bounded outbox under the lock and writes them with one `writev`
-//! outside it.
+//! held across an `.await`: that, each client's socket and doorbell, and the step that carries
+//! out the server's events are [`chat_tasks`], the part stages 08 to 10 share. The task that
+//! reads a line also writes what it queued for others, straight into their sockets, without
+//! waiting (`try_write_vectored`). A client's own task wakes only for what concerns it: its
+//! socket has bytes to read, its socket did not take everything and became writable again, or
+//! its doorbell rang (it may read again, or the server closed it). Reading uses a buffer on the worker
+//! thread's stack, inside a plain function, so an idle task holds no read buffer.
 //!
-//! tokio's own `examples/chat.rs` gives each peer an *unbounded* channel; here a client's
-//! queue is bounded by `--outbox-bytes`, and a client that fills it is dropped as a slow
-//! consumer. Nobody ever waits for it.
+//! tokio's own `examples/chat.rs` gives each peer an *unbounded* channel; here what a client is
+//! owed is bounded by `--outbox-bytes`, and the server's flow control decides who waits
+//! (the sender) and who is cut (a client that stays behind: a slow consumer).
 
+#![forbid(unsafe_code)]
+
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::net::Shutdown as Direction;
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd as _;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::Arc;
 
-use chat_core::hub::IdMap;
-use chat_core::{ClientId, Event, Outbox, Server};
 use chat_net::{AcceptError, Config, Shutdown};
-use tokio::io::Interest;
+use socket2::SockRef;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::sync::{mpsc, Notify};
 
 /// Bytes read per `read`, into a buffer on the stack of the thread that polls the task.
 const READ_BUF: usize = 4096;
 
-/// At most this many bytes move from a client's outbox to its task at a time.
-const TAKE_BYTES: usize = 64 * 1024;
+/// The shared server, with tokio's socket type (see [`chat_tasks::Shared`]).
+type Shared = chat_tasks::Shared<TcpStream>;
 
-/// At most this many lines per `writev` (the kernel refuses more than `IOV_MAX`, 1024).
-const MAX_SLICES: usize = 64;
-
-/// How long a closing client may go without taking any of what it is still owed (`* bye`,
-/// `* server shutting down`) before its socket is closed anyway. A slow consumer, by
-/// definition, does not read: without this bound its task would wait forever.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// However a goodbye goes, it ends within this. [`CLOSE_GRACE`] bounds each wait, which lets a
-/// client that keeps reading get everything; but a client whose kernel takes a few bytes now and
-/// then would otherwise hold its task for ever.
-pub const FAREWELL_LIMIT: Duration = Duration::from_secs(5);
-
-/// How long `run` waits, after a shutdown, for the client tasks to say goodbye.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// A client, as its task holds it (see [`chat_tasks::Client`]).
+type Client = chat_tasks::Client<TcpStream>;
 
 // ANCHOR: flavor
 /// Which of tokio's two schedulers runs the tasks.
@@ -132,13 +120,15 @@ pub fn run(
 ) -> io::Result<()> {
     let runtime = build_runtime(&flags)?;
     let result = runtime.block_on(serve(listener, config, shutdown));
-    // A task still running now did not finish its goodbye in time: it is dropped (and its
-    // socket closed) here, without waiting any longer.
-    runtime.shutdown_timeout(Duration::from_millis(500));
+    // Tasks still alive now belong to clients the server has closed that did not run since
+    // (or, after a failed shutdown, to anybody): dropping the runtime drops them, and with
+    // them their sockets.
+    drop(runtime);
     result
 }
 
-/// The server's main task: accept until told to stop, then say goodbye to everybody.
+/// The server's main task: accept until told to stop, then let the server say goodbye to
+/// everybody.
 async fn serve(
     listener: std::net::TcpListener,
     config: Config,
@@ -149,23 +139,22 @@ async fn serve(
     listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(listener)?;
     let stop = watch(&shutdown)?;
-    let shared = Arc::new(Shared::new(&config));
-    // Every client task holds a clone of `done`; `finished.recv()` returns `None` once the
-    // last one is dropped, that is once every task has ended (mini-redis's trick).
-    let (done, mut finished) = mpsc::channel::<()>(1);
+    let shared = Arc::new(Shared::new(config.limits(), write, hang_up));
+    let ticker = tokio::spawn(ticker(Arc::clone(&shared)));
 
-    accept_loop(&listener, &stop, &shared, &done).await;
+    accept_loop(&listener, &stop, &shared).await;
 
-    log::info!("shutting down");
+    log::info!("shutting down ({} clients)", shared.connections());
     drop(listener); // connections arriving from now on are refused by the kernel
     shared.shutdown();
-    drop(done);
-    if tokio::time::timeout(SHUTDOWN_GRACE, finished.recv())
+    let stop_wait = chat_tasks::STOP_WAIT;
+    if tokio::time::timeout(stop_wait, shared.stopped())
         .await
         .is_err()
     {
-        log::warn!("some clients did not finish within {SHUTDOWN_GRACE:?}; dropping them");
+        log::warn!("the server did not stop within {stop_wait:?}; dropping its clients");
     }
+    ticker.abort();
     Ok(())
 }
 // ANCHOR_END: run
@@ -188,19 +177,14 @@ fn watch(shutdown: &Shutdown) -> io::Result<UnixStream> {
 /// tokio remembers that the listener was reported readable and calls `accept(2)` directly
 /// until the kernel says `EAGAIN`; only then does this task wait for the next event. A burst
 /// of connections is drained without a trip through epoll for each.
-async fn accept_loop(
-    listener: &TcpListener,
-    stop: &UnixStream,
-    shared: &Arc<Shared>,
-    done: &mpsc::Sender<()>,
-) {
+async fn accept_loop(listener: &TcpListener, stop: &UnixStream, shared: &Arc<Shared>) {
     loop {
         tokio::select! {
             biased; // check the switch first: once it is on, accept nobody else
             // An error here means the reactor is gone, which also means: stop.
             _ = stop.readable() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => admit(shared, stream, done),
+                Ok((stream, _peer)) => admit(shared, stream),
                 Err(err) => match chat_net::classify_accept_error(&err) {
                     AcceptError::Retry => {}
                     // Out of descriptors (EMFILE): the next accept would fail at once. A timer
@@ -214,326 +198,144 @@ async fn accept_loop(
 // ANCHOR_END: accept_loop
 
 // ANCHOR: admit
-/// Registers a new connection with the server and spawns its task, or refuses it with
-/// `! server full` beyond `--max-clients`.
-fn admit(shared: &Arc<Shared>, stream: TcpStream, done: &mpsc::Sender<()>) {
+/// Registers a new connection with the server (its welcome is written right away) and spawns
+/// its task, or refuses it with `! server full` beyond `--max-clients`.
+fn admit(shared: &Arc<Shared>, stream: TcpStream) {
     if let Err(err) = stream.set_nodelay(true) {
         log::debug!("TCP_NODELAY: {err}"); // only latency suffers
     }
-    let doorbell = Arc::new(Notify::new());
-    let Some(id) = shared.join(&doorbell) else {
-        // A new socket's send buffer is empty: this short write cannot block. Dropping the
-        // stream then closes it.
-        let _ = stream.try_write(chat_core::SERVER_FULL_LINE);
-        return;
-    };
-    let member = Member {
-        shared: Arc::clone(shared),
-        id,
-        _done: done.clone(),
-    };
-    tokio::spawn(client(stream, member, doorbell));
+    match shared.join(stream) {
+        // The `JoinHandle` is dropped: the task runs on, detached.
+        Ok(me) => drop(tokio::spawn(client(me))),
+        Err(stream) => {
+            log::debug!("refusing a connection: server full");
+            // Back to a `std` socket: tokio writes only once its reactor has reported the
+            // socket writable, and a socket this new has not been reported yet.
+            if let Ok(stream) = stream.into_std() {
+                chat_net::refuse(stream);
+            }
+        }
+    }
 }
 // ANCHOR_END: admit
 
-// ANCHOR: shared
-/// What every task shares.
-#[derive(Debug)]
-struct Shared {
-    /// The protocol state and whom to wake, behind one lock. A `std` mutex, not tokio's: it
-    /// is only ever held for a few microseconds and never across an `.await`.
-    state: Mutex<State>,
-    /// `--outbox-bytes`, which also bounds the lines a task has taken and not yet written.
-    outbox_bytes: usize,
+// ANCHOR: socket_ops
+/// A non-blocking `writev`, the tokio way: the shared code calls it to write through to any
+/// client. `try_write_vectored` writes only if tokio's reactor has reported the socket
+/// writable, and on `WouldBlock` it clears that readiness, so the client's own task, waiting
+/// in `poll_write_ready`, sleeps until the kernel reports room. (A `writev` on the raw
+/// descriptor would leave tokio believing the socket writable: that wait would return at
+/// once, for ever.)
+fn write(socket: &TcpStream, lines: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket.try_write_vectored(lines)
 }
 
-/// The part of [`Shared`] behind the lock.
-#[derive(Debug)]
-struct State {
-    /// The sans-IO server of the event-loop stages: rooms, nicks, framers and outboxes.
-    server: Server,
-    /// Each client task's doorbell, rung when its outbox gets lines or it must close.
-    doorbells: IdMap<Arc<Notify>>,
+/// `shutdown(SHUT_WR)`. tokio offers it only as `AsyncWriteExt::shutdown`, which needs the
+/// stream to itself; `socket2::SockRef` borrows the descriptor for the one system call.
+fn hang_up(socket: &TcpStream) -> io::Result<()> {
+    SockRef::from(socket).shutdown(Direction::Write)
 }
-
-impl State {
-    /// Turns the server's pending events into the doorbells to ring, skipping `me` (a task
-    /// that just called into the server looks at its own outbox next anyway).
-    fn pending_doorbells(&mut self, me: Option<ClientId>) -> Vec<Arc<Notify>> {
-        let mut ring = Vec::new();
-        while let Some(event) = self.server.poll_event() {
-            let (Event::Flush(id) | Event::Close(id)) = event;
-            if Some(id) != me {
-                if let Some(doorbell) = self.doorbells.get(&id) {
-                    ring.push(Arc::clone(doorbell));
-                }
-            }
-        }
-        ring
-    }
-}
-
-/// Rings doorbells, after the lock is released: waking a task may wake a worker thread
-/// (a system call), and nobody should wait for the lock meanwhile. `notify_one` stores a
-/// permit when the task is not waiting yet, so a ring is never lost.
-fn ring(doorbells: Vec<Arc<Notify>>) {
-    for doorbell in doorbells {
-        doorbell.notify_one();
-    }
-}
-// ANCHOR_END: shared
-
-impl Shared {
-    /// An empty server with the limits of `config`.
-    fn new(config: &Config) -> Self {
-        Self {
-            state: Mutex::new(State {
-                server: Server::new(config.limits()),
-                doorbells: IdMap::default(),
-            }),
-            outbox_bytes: config.outbox_bytes,
-        }
-    }
-
-    /// The lock, even if a task panicked while holding it: every `Server` method finishes its
-    /// bookkeeping before it could panic, so the state is still consistent.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A new client: welcomed (and its room told), or `None` when the server is full.
-    fn join(&self, doorbell: &Arc<Notify>) -> Option<ClientId> {
-        let mut state = self.lock();
-        let id = state.server.connect().ok()?;
-        state.doorbells.insert(id, Arc::clone(doorbell));
-        let doorbells = state.pending_doorbells(Some(id));
-        drop(state);
-        ring(doorbells);
-        log::debug!("client {id} joined");
-        Some(id)
-    }
-
-    /// Bytes from a client: the server frames them, runs the commands and fills outboxes.
-    fn receive(&self, me: ClientId, bytes: &[u8]) {
-        let mut state = self.lock();
-        state.server.receive(me, bytes);
-        let doorbells = state.pending_doorbells(Some(me));
-        drop(state);
-        ring(doorbells);
-    }
-
-    // ANCHOR: refill
-    /// Moves what `me` is owed from its outbox into `in_flight` (only when that is empty: a
-    /// task never holds more than one batch), and says whether the server is closing `me`.
-    fn refill(&self, me: ClientId, in_flight: &mut Outbox) -> bool {
-        let mut state = self.lock();
-        if in_flight.is_empty() {
-            if let Some(outbox) = state.server.outbox(me) {
-                for line in outbox.take(TAKE_BYTES) {
-                    in_flight
-                        .push(line)
-                        .expect("a batch from an outbox fits an empty outbox of the same bound");
-                }
-            }
-        }
-        state.server.is_closing(me)
-    }
-    // ANCHOR_END: refill
-
-    /// The client is gone: its room hears that it left.
-    fn leave(&self, me: ClientId) {
-        let mut state = self.lock();
-        state.server.close(me);
-        state.doorbells.remove(&me);
-        let doorbells = state.pending_doorbells(Some(me));
-        drop(state);
-        ring(doorbells);
-        log::debug!("client {me} left");
-    }
-
-    /// The server stops: every client is sent `* server shutting down` and closed.
-    fn shutdown(&self) {
-        let mut state = self.lock();
-        state.server.shutdown();
-        let doorbells = state.pending_doorbells(None);
-        drop(state);
-        ring(doorbells);
-    }
-}
-
-// ANCHOR: member
-/// A client's place in the server, owned by its task. However the task ends — the client
-/// left, failed, was dropped, or the runtime cancelled the task — dropping this tells the
-/// server, so the room always hears that the client left.
-#[derive(Debug)]
-struct Member {
-    /// The server it is a member of.
-    shared: Arc<Shared>,
-    /// Its id in the server.
-    id: ClientId,
-    /// Dropped with the task: the main task counts live tasks by these.
-    _done: mpsc::Sender<()>,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.shared.leave(self.id);
-    }
-}
-// ANCHOR_END: member
+// ANCHOR_END: socket_ops
 
 // ANCHOR: client
-/// One client's task, from welcome to goodbye.
-async fn client(stream: TcpStream, member: Member, doorbell: Arc<Notify>) {
-    if let Err(err) = session(&stream, &member, &doorbell).await {
-        log::debug!("client {}: {err}", member.id); // ends this client only
-    }
-    drop(stream); // the socket closes
-    drop(member); // the room hears that the client left
-}
-
-/// Reads and writes for one client until it leaves or the server closes it.
-async fn session(stream: &TcpStream, member: &Member, doorbell: &Notify) -> io::Result<()> {
-    let (shared, me) = (&*member.shared, member.id);
-    // Lines taken out of the outbox and not yet written. The same bounded type, empty (and
-    // allocation-free) while the client is idle.
-    let mut in_flight = Outbox::new(shared.outbox_bytes);
-    loop {
-        if shared.refill(me, &mut in_flight) {
-            return farewell(stream, shared, me, &mut in_flight).await;
-        }
-        let interest = if in_flight.is_empty() {
-            Interest::READABLE
-        } else {
-            Interest::READABLE | Interest::WRITABLE
+/// One client's task, from welcome to goodbye: waits for what concerns this client, and does
+/// it, until the server has closed it.
+async fn client(me: Client) {
+    while let Some(want) = me.want() {
+        let socket = me.socket();
+        // `poll_read_ready` and `poll_write_ready` keep the task's waker in the socket's own
+        // slot in tokio's reactor (one reader, one writer: this task is both), so these two
+        // waits cost the task no state; `ready()` would keep a waiter of over 100 bytes in it.
+        let turn = tokio::select! {
+            biased;
+            // Another task rang: it may read again, must wait for room, was hung up or closed.
+            // The next `want` says which.
+            () = me.rung() => Ok(false),
+            // Owed bytes its socket did not take (others' tasks wrote the rest already).
+            ready = poll_fn(|cx| socket.poll_write_ready(cx)), if want.write => {
+                ready.and_then(|()| me.flush()).map(|_| false)
+            }
+            // Readable, while the server takes this client's input.
+            ready = poll_fn(|cx| socket.poll_read_ready(cx)), if want.read => {
+                ready.and_then(|()| read(&me))
+            }
         };
-        let mut more_to_read = false;
-        tokio::select! {
-            // Another task queued lines for us, or the server is closing us: look again.
-            () = doorbell.notified() => {}
-            ready = stream.ready(interest) => {
-                let ready = ready?;
-                if ready.is_readable() {
-                    match on_readable(stream, shared, me)? {
-                        Read::Closed => return Ok(()), // the client closed its end
-                        Read::Full => more_to_read = true,
-                        Read::Partial => {}
-                    }
-                }
-                if ready.is_writable() {
-                    write_some(stream, &mut in_flight)?;
-                }
+        match turn {
+            Ok(false) => {}
+            Ok(true) => {
+                // A full buffer: this client may have sent megabytes. Let the others have a
+                // turn first. Tokio's budget alone is not enough here: on the current-thread
+                // flavour the I/O driver is only polled every 61 task polls, and a flooder's
+                // task can read 128 times per poll, so some 30 MB of one client would be read
+                // before anybody else's socket is even looked at. `yield_now` runs the driver
+                // before this task again.
+                tokio::task::yield_now().await;
+            }
+            Err(err) => {
+                log::debug!("client {}: {err}", me.id()); // ends this client only
+                break;
             }
         }
-        if more_to_read {
-            // A full buffer: this client may have sent megabytes. Let the others have a turn
-            // first. Tokio's budget alone is not enough here: on the current-thread flavour the
-            // I/O driver is only polled every 61 task polls, and a flooder's task can read 128
-            // times per poll, so some 30 MB of one client would be read before anybody else's
-            // socket is even looked at. `yield_now` runs the driver before this task again.
-            tokio::task::yield_now().await;
-        }
     }
+    // Dropping `me` tells the server, if it does not know yet, and closes the socket: the
+    // shared map let go of its handle when the server closed the client.
 }
 // ANCHOR_END: client
 
-// ANCHOR: on_readable
-/// What one read found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
-    /// End of stream: the client closed its end.
-    Closed,
-    /// The buffer came back full: there may be more waiting.
-    Full,
-    /// Less than a buffer (or nothing after all).
-    Partial,
-}
-
-/// Reads once and hands the bytes to the server.
+// ANCHOR: read
+/// Reads once and hands the bytes to the server; true when the buffer came back full (there
+/// may be more waiting).
 ///
 /// A plain function, not an `async` one, on purpose: its 4 KiB buffer lives on the stack of
 /// whichever thread polls the task, only for the duration of this call. Had the buffer been a
-/// local of `session`, alive across an `.await`, it would be part of the task's state, and
+/// local of `client`, alive across an `.await`, it would be part of the task's state, and
 /// ten thousand idle clients would hold ten thousand buffers.
-fn on_readable(stream: &TcpStream, shared: &Shared, me: ClientId) -> io::Result<Read> {
+fn read(me: &Client) -> io::Result<bool> {
     let mut buf = [0u8; READ_BUF];
-    match stream.try_read(&mut buf) {
-        Ok(0) => Ok(Read::Closed),
+    match me.socket().try_read(&mut buf) {
+        Ok(0) => {
+            me.eof(); // it ended its stream: a normal goodbye
+            Ok(false)
+        }
         Ok(n) => {
-            shared.receive(me, &buf[..n]);
-            Ok(if n == READ_BUF {
-                Read::Full
-            } else {
-                Read::Partial
-            })
+            me.receive(&buf[..n]);
+            Ok(n == READ_BUF)
         }
         // A stale readiness: `try_read` has told tokio, which waits for the next event.
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(Read::Partial),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
         Err(err) => Err(err),
     }
 }
-// ANCHOR_END: on_readable
+// ANCHOR_END: read
 
-// ANCHOR: write_some
-/// Writes as much of `in_flight` as the socket takes now, up to [`MAX_SLICES`] lines in one
-/// `writev`, without waiting.
-fn write_some(stream: &TcpStream, in_flight: &mut Outbox) -> io::Result<()> {
-    if in_flight.is_empty() {
-        return Ok(());
-    }
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-    let filled = in_flight.io_slices(&mut slices);
-    match stream.try_write_vectored(&slices[..filled]) {
-        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-        Ok(n) => {
-            in_flight.consume(n);
-            Ok(())
-        }
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        Err(err) => Err(err),
-    }
-}
-// ANCHOR_END: write_some
-
-// ANCHOR: farewell
-/// The server is done with this client (`/quit`, shutdown, or slow consumer): write what it
-/// is still owed, then let the socket close. Timers bound it: a client that takes nothing for
-/// [`CLOSE_GRACE`], or is not done after [`FAREWELL_LIMIT`], is closed with its last lines unsent.
-async fn farewell(
-    stream: &TcpStream,
-    shared: &Shared,
-    me: ClientId,
-    in_flight: &mut Outbox,
-) -> io::Result<()> {
-    let deadline = tokio::time::Instant::now() + FAREWELL_LIMIT;
+// ANCHOR: ticker
+/// The server's own task. It ends each busy round (see [`chat_tasks::ROUND_WRITES`]), runs
+/// the server's timers (a client behind for too long, a goodbye past its grace), and sleeps
+/// on tokio's timer until the next deadline, or until its doorbell rings first.
+async fn ticker(shared: Arc<Shared>) {
     loop {
-        shared.refill(me, in_flight);
-        if in_flight.is_empty() {
-            return Ok(()); // all written: `* bye` is on its way
-        }
-        let wait = CLOSE_GRACE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        match tokio::time::timeout(wait, stream.writable()).await {
-            Ok(ready) => ready?,
-            Err(_elapsed) => {
-                log::debug!("client {me}: did not take its last lines in time; closing anyway");
-                return Ok(());
+        match shared.tick() {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                let _ = tokio::time::timeout_at(at, shared.doorbell().rung()).await;
             }
+            None => shared.doorbell().rung().await,
         }
-        write_some(stream, in_flight)?;
     }
 }
-// ANCHOR_END: farewell
+// ANCHOR_END: ticker
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chat_core::Limits;
 
     /// The point of the stage: an idle client is a small task. Its state must hold no read
-    /// buffer (see [`on_readable`]); this fails if someone moves one into it.
+    /// buffer (see [`read`]) and no waiter of its own (see [`client`]): at 152 bytes or less,
+    /// tokio's task cell (its header and trailer around the future, aligned to 128 bytes) is
+    /// 256 bytes instead of 384. This fails if someone moves something large into it.
     #[test]
-    fn an_idle_client_task_holds_no_buffer() {
+    fn an_idle_client_task_is_small() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -542,20 +344,14 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("local address");
             let (stream, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
-            let stream = stream.expect("connect");
-            let shared = Arc::new(Shared::new(&Config::default()));
-            let doorbell = Arc::new(Notify::new());
-            let id = shared.join(&doorbell).expect("room for one client");
-            let (done, _finished) = mpsc::channel(1);
-            let member = Member {
-                shared,
-                id,
-                _done: done,
-            };
-            let task = client(stream, member, doorbell);
+            let shared = Arc::new(Shared::new(Limits::default(), write, hang_up));
+            let me = shared
+                .join(stream.expect("connect"))
+                .expect("room for one client");
+            let task = client(me);
             let size = std::mem::size_of_val(&task);
             assert!(
-                size < READ_BUF / 4,
+                size <= 152,
                 "a client task is {size} bytes: something large lives across an `.await`"
             );
         });

@@ -6,6 +6,8 @@
 //! nc 127.0.0.1 7878
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

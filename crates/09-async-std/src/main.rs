@@ -8,6 +8,8 @@
 //! async-std sizes its global executor from `ASYNC_STD_THREAD_COUNT` (default: one thread per
 //! core).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -120,9 +120,12 @@ impl Outbox {
         self.cost = 0;
     }
 
-    /// An idle client should not keep the memory of its busiest moment.
+    /// An idle client should not keep the memory of its busiest moment. A queue that held more
+    /// than a few lines at once is freed when it empties: measured at 10,000 idle clients, a
+    /// quarter to a third of the lobby's members otherwise kept an empty 512-byte queue after
+    /// the connect burst's notices (130 to 210 bytes per connection on average, in every stage).
     fn release_if_empty(&mut self) {
-        if self.chunks.is_empty() && self.chunks.capacity() > 16 {
+        if self.chunks.is_empty() && self.chunks.capacity() > 4 {
             self.chunks = VecDeque::new();
         }
     }
