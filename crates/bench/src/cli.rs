@@ -84,9 +84,14 @@ impl Pinning {
 /// `chat-bench run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Server address.
+    /// Server address; repeat it for the nodes of a cluster (client `i` connects to the
+    /// `i`-th address, in turn, so that every room spans the nodes).
     #[arg(long, default_value = "127.0.0.1:7878")]
-    pub addr: std::net::SocketAddr,
+    pub addr: Vec<std::net::SocketAddr>,
+    /// Bind every connection to this local address first (e.g. a `127.0.0.x` of its own per
+    /// generator process, for more ephemeral ports).
+    #[arg(long)]
+    pub source: Option<std::net::IpAddr>,
     /// Scenario to run.
     #[arg(long, value_enum, default_value = "chat")]
     pub scenario: Scenario,
@@ -304,8 +309,13 @@ fn run(a: RunArgs) -> Result<()> {
     if let Some(v) = a.efficiency_load {
         plan.search.efficiency_load = v;
     }
+    let Some((&first, more)) = a.addr.split_first() else {
+        return Err("--addr: at least one address".into());
+    };
     let target = Target {
-        addr: a.addr,
+        addr: first,
+        more: more.to_vec(),
+        source: a.source,
         hello: a.hello,
         join: a.join,
         welcome: a.welcome,
@@ -325,7 +335,7 @@ fn run(a: RunArgs) -> Result<()> {
     }
     let opts = engine::Options {
         progress: !a.quiet,
-        label: a.addr.to_string(),
+        label: first.to_string(),
         server_pid: a.pid,
         own_cpu: own,
         server_cpu,

@@ -311,6 +311,12 @@ impl Words {
 pub struct Target {
     /// Where the server listens.
     pub addr: SocketAddr,
+    /// More addresses of the same chat (the nodes of a cluster): client `i` connects to
+    /// `[addr, more...][i % n]`, so that the members of every room are spread over the nodes.
+    pub more: Vec<SocketAddr>,
+    /// The local address every connection is bound to before it connects (a `127.0.0.x` of
+    /// its own per generator process gives each process its own ephemeral ports).
+    pub source: Option<std::net::IpAddr>,
     /// First line to send after connecting (`{id}` becomes the client id); empty: none.
     pub hello: String,
     /// Line that enters a room (`{room}` becomes the room name, `{id}` the
@@ -330,10 +336,20 @@ pub struct Target {
 }
 
 impl Target {
+    /// Where client `id` connects: the addresses in turn.
+    pub fn addr_for(&self, id: usize) -> SocketAddr {
+        match id % (1 + self.more.len()) {
+            0 => self.addr,
+            i => self.more[i - 1],
+        }
+    }
+
     /// A target speaking `words`.
     pub fn new(addr: SocketAddr, words: &Words) -> Target {
         Target {
             addr,
+            more: Vec::new(),
+            source: None,
             hello: words.hello.to_string(),
             join: words.join.to_string(),
             welcome: words.welcome.to_string(),
@@ -443,6 +459,18 @@ pub fn fill(template: &str, id: usize, room: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_take_the_addresses_in_turn() {
+        let mut t = Target::ours("127.0.0.1:1".parse().expect("literal address"));
+        assert_eq!(t.addr_for(7), t.addr);
+        t.more = vec![
+            "127.0.0.1:2".parse().expect("literal address"),
+            "127.0.0.1:3".parse().expect("literal address"),
+        ];
+        let ports: Vec<u16> = (0..6).map(|i| t.addr_for(i).port()).collect();
+        assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
+    }
 
     fn ours() -> Target {
         Target::ours("127.0.0.1:9".parse().expect("literal address"))

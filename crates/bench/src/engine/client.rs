@@ -129,21 +129,22 @@ impl Client {
     }
 }
 
-/// Creates a non-blocking socket and starts connecting it.
-pub(super) fn open_socket(target: &Target, slow: bool) -> io::Result<TcpStream> {
+/// Creates a non-blocking socket for client `id` and starts connecting it.
+pub(super) fn open_socket(target: &Target, id: usize, slow: bool) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(
-        Domain::for_address(target.addr),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )?;
+    let addr = target.addr_for(id);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(source) = target.source {
+        // Port 0: the kernel still picks the port, among those free for this source address.
+        socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+    }
     socket.set_nonblocking(true)?;
     // Lines are written whole and often batched; Nagle would only add delay.
     socket.set_nodelay(true)?;
     if slow {
         socket.set_recv_buffer_size(SLOW_RCVBUF)?;
     }
-    match socket.connect(&target.addr.into()) {
+    match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

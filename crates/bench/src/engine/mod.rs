@@ -501,14 +501,15 @@ impl Engine {
         // In the handshake from here on, so that a failure below is undone
         // by `fail` like any other.
         c.state = State::Connecting;
-        let opened =
-            client::open_socket(&self.core.target, c.kind == Kind::Slow).and_then(|mut stream| {
+        let opened = client::open_socket(&self.core.target, id, c.kind == Kind::Slow).and_then(
+            |mut stream| {
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 self.poll
                     .registry()
                     .register(&mut stream, Token(id), interest)
                     .map(|()| stream)
-            });
+            },
+        );
         match opened {
             Ok(stream) => c.stream = Some(stream),
             Err(e) => {
