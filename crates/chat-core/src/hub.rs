@@ -11,6 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -113,13 +114,46 @@ const HELP: &[&str] = &[
     "*   /quit [REASON]  leave",
 ];
 
-/// One connected client, as the hub knows it.
+/// One connected client, as the hub knows it: 32 bytes, and the nick's own allocation.
 #[derive(Debug)]
 pub(crate) struct Member {
-    /// The nick as the client chose it (case kept).
-    nick: String,
-    /// The room the client is in; always a key of [`Hub::rooms`].
-    room: String,
+    /// The nick as the client chose it (case kept). A `Box<str>`, not a `String`: a nick
+    /// never grows in place, so the capacity word would be 8 bytes per member for nothing.
+    nick: Box<str>,
+    /// The room the client is in: the room's own name ([`Room::name`]), shared by all its
+    /// members. A `String` per member was a copy of the same few letters, and an allocation
+    /// of 32 bytes, in every one of ten thousand members.
+    room: Arc<str>,
+}
+
+/// One room: its name, shared with its members, and who is in it. A room exists while it has
+/// members.
+#[derive(Debug)]
+pub(crate) struct Room {
+    /// The name every member's [`Member::room`] points to.
+    name: Arc<str>,
+    /// Who is in it.
+    members: IdSet,
+}
+
+impl Room {
+    /// An empty room called `name`.
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            members: IdSet::default(),
+        }
+    }
+}
+
+/// A room can be walked like its set of members.
+impl<'a> IntoIterator for &'a Room {
+    type Item = &'a ClientId;
+    type IntoIter = std::collections::hash_set::Iter<'a, ClientId>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.members.iter()
+    }
 }
 
 /// All clients, nicks and rooms of one server.
@@ -133,8 +167,9 @@ pub struct Hub {
     pub(crate) nicks: HashMap<String, ClientId>,
     /// Lowercased nicks freed but not yet released (see [`Action::Release`]): still taken.
     held: HashSet<String>,
-    /// Room name → its members. A room exists while it has members.
-    pub(crate) rooms: HashMap<String, IdSet>,
+    /// Room name → the room (its shared name and its members). A room exists while it has
+    /// members.
+    pub(crate) rooms: HashMap<String, Room>,
     /// No `guestN` with N below this is free; where the search for a guest nick starts.
     guest_floor: u64,
     /// In a cluster: the rest of the cluster, as this node knows it, and what to tell the
@@ -192,12 +227,12 @@ impl Hub {
 
     /// The nick of a connected client.
     pub fn nick(&self, id: ClientId) -> Option<&str> {
-        self.members.get(&id).map(|m| m.nick.as_str())
+        self.members.get(&id).map(|m| &*m.nick)
     }
 
     /// The room of a connected client.
     pub fn room(&self, id: ClientId) -> Option<&str> {
-        self.members.get(&id).map(|m| m.room.as_str())
+        self.members.get(&id).map(|m| &*m.room)
     }
 
     /// A new client: it gets the first free `guestN` nick and enters the lobby.
@@ -226,14 +261,27 @@ impl Hub {
         ));
         let joined = line(format_args!("* {nick} joined {LOBBY}"));
         self.broadcast(LOBBY, Some(id), &joined, out);
-        self.rooms.entry(LOBBY.to_owned()).or_default().insert(id);
+        let lobby = self.room_mut(LOBBY);
+        lobby.members.insert(id);
+        let room = Arc::clone(&lobby.name);
         self.members.insert(
             id,
             Member {
-                nick,
-                room: LOBBY.to_owned(),
+                nick: nick.into_boxed_str(),
+                room,
             },
         );
+    }
+
+    /// The room called `name`, made (empty) if there is none.
+    fn room_mut(&mut self, name: &str) -> &mut Room {
+        // `entry` would need an owned key, an allocation, even when the room exists.
+        if !self.rooms.contains_key(name) {
+            self.rooms.insert(name.to_owned(), Room::new(name));
+        }
+        self.rooms
+            .get_mut(name)
+            .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// One line to every local member of `room`.
@@ -244,9 +292,7 @@ impl Hub {
 
     /// Every local member's nick and room.
     pub(crate) fn members_iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.members
-            .values()
-            .map(|m| (m.nick.as_str(), m.room.as_str()))
+        self.members.values().map(|m| (&*m.nick, &*m.room))
     }
 
     /// One frame from the framer: a line to act on, or a framing error to report.
@@ -397,7 +443,7 @@ impl Hub {
         };
         self.broadcast(&member.room, None, &left, out);
         if let Some(cluster) = &mut self.cluster {
-            let last_here = !self.rooms.contains_key(&member.room);
+            let last_here = !self.rooms.contains_key(&*member.room);
             cluster.leave(&member.nick, &member.room, reason, last_here);
         }
         self.hold_nick(&member.nick, out); // after the notice: see `Action::Release`
@@ -460,14 +506,14 @@ impl Hub {
         let Some(member) = self.members.get_mut(&id) else {
             return Handled::Done;
         };
-        let old = std::mem::replace(&mut member.nick, name.to_owned());
-        let room = member.room.clone();
+        let old = std::mem::replace(&mut member.nick, name.into());
+        let room = Arc::clone(&member.room);
         if !case_only {
             self.nicks.remove(&old.to_ascii_lowercase());
         }
         self.nicks.insert(key, id);
         self.reply(id, format_args!("{YOU_ARE_NOW}{name}"), out);
-        if old != name {
+        if *old != *name {
             let notice = line(format_args!("* {old} is now {name}"));
             self.broadcast(&room, Some(id), &notice, out);
             if let Some(cluster) = &mut self.cluster {
@@ -484,25 +530,31 @@ impl Hub {
         if !command::is_valid_name(room) {
             return self.reply(id, format_args!("! invalid room: {room}"), out);
         }
+        match self.members.get(&id) {
+            None => return,
+            Some(member) if &*member.room == room => {
+                return self.reply(id, format_args!("! already in {room}"), out);
+            }
+            Some(_) => {}
+        }
+        let first_here = !self.rooms.contains_key(room);
+        // The room is made now, empty, for its name to share; the joiner enters it below.
+        let name = Arc::clone(&self.room_mut(room).name);
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
-        if member.room == room {
-            return self.reply(id, format_args!("! already in {room}"), out);
-        }
-        let old = std::mem::replace(&mut member.room, room.to_owned());
+        let old = std::mem::replace(&mut member.room, name);
         let nick = member.nick.clone();
         self.leave_room(id, &old);
         let left = line(format_args!("* {nick} left {old}"));
         self.broadcast(&old, None, &left, out);
         let joined = line(format_args!("* {nick} joined {room}"));
         self.broadcast(room, None, &joined, out);
-        let first_here = !self.rooms.contains_key(room);
-        let members = self.rooms.entry(room.to_owned()).or_default();
+        let members = &mut self.room_mut(room).members;
         members.insert(id);
         let mut count = members.len();
         if let Some(cluster) = &mut self.cluster {
-            let last_there = !self.rooms.contains_key(&old);
+            let last_there = !self.rooms.contains_key(&*old);
             cluster.moved(&nick, &old, room, last_there, first_here);
             count += cluster.mirror.count(room);
         }
@@ -537,6 +589,7 @@ impl Hub {
     fn who(&mut self, id: ClientId, out: &mut Vec<Action>) {
         let Some(room) = self.room(id) else { return };
         let mut nicks: Vec<&str> = self.rooms[room]
+            .members
             .iter()
             .filter_map(|m| self.nick(*m))
             .collect();
@@ -552,7 +605,7 @@ impl Hub {
         let mut counts: HashMap<&str, usize> = self
             .rooms
             .iter()
-            .map(|(n, m)| (n.as_str(), m.len()))
+            .map(|(n, r)| (n.as_str(), r.members.len()))
             .collect();
         if let Some(cluster) = &self.cluster {
             for (room, n) in cluster.mirror.rooms() {
@@ -578,7 +631,7 @@ impl Hub {
     /// Sends one shared line to every member of `room` except `except`.
     // ANCHOR: broadcast
     fn broadcast(&self, room: &str, except: Option<ClientId>, msg: &Bytes, out: &mut Vec<Action>) {
-        let Some(members) = self.rooms.get(room) else {
+        let Some(members) = self.rooms.get(room).map(|r| &r.members) else {
             return;
         };
         out.reserve(members.len());
@@ -591,7 +644,7 @@ impl Hub {
     // ANCHOR_END: broadcast
 
     fn leave_room(&mut self, id: ClientId, room: &str) {
-        if let Some(members) = self.rooms.get_mut(room) {
+        if let Some(members) = self.rooms.get_mut(room).map(|r| &mut r.members) {
             members.remove(&id);
             if members.is_empty() {
                 self.rooms.remove(room);

@@ -30,6 +30,8 @@ use crate::outbox::Outbox;
 use crate::{CLOSE_GRACE, SHUTDOWN_GRACE, SLOW_GRACE};
 
 mod cluster;
+#[cfg(test)]
+mod memory;
 
 /// At most this many queued lines are handed to one `writev` (Linux accepts up to 1024; 64
 /// lines already turn 64 system calls into one).
@@ -95,26 +97,27 @@ pub enum Flushed {
     Partly,
 }
 
-/// Where a connection is in its life.
+/// Where a connection is in its life. One byte: when a closing connection is closed regardless
+/// is kept once, in its entry of `Server::close_timers` (a connection starts closing once, so
+/// it has exactly one), not in every connection's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Reading and writing.
     Open,
     /// The server is done with it: write what is owed; what it sends is read and ignored.
     Closing {
-        /// When it is closed, written or not.
-        deadline: Instant,
         /// It has already ended its stream: no need to wait for that after the last write.
         eof: bool,
     },
     /// All written and the sending side ended: read (and ignore) until its end of stream.
-    HungUp {
-        /// When it is closed, whether it ended its stream or not.
-        deadline: Instant,
-    },
+    HungUp,
 }
 
-/// Per-connection state beside the hub's.
+/// Per-connection state beside the hub's, and no allocation while the client is idle (the
+/// framer holds no partial line, the outbox no queue, nothing waits). Every field is in
+/// every connection's state, ten thousand times over, so what is rarely needed takes little
+/// room until it is; `server/memory.rs` asserts the size (see the book's "Where the bytes
+/// go").
 #[derive(Debug)]
 struct Conn {
     /// Turns this client's bytes into lines.
@@ -124,8 +127,10 @@ struct Conn {
     /// Where it is in its life.
     phase: Phase,
     /// Bytes read from it and not handled yet because a line did not fit: its input waits
-    /// (rule 2 of [`crate::flow`]). At most one read's worth; empty (and unallocated) otherwise.
-    pending: Vec<u8>,
+    /// (rule 2 of [`crate::flow`]). At most one read's worth; empty (and unallocated)
+    /// otherwise. A boxed slice, not a `Vec`: it is never grown in place, so a capacity word
+    /// would be 8 bytes per connection for nothing.
+    pending: Box<[u8]>,
     /// It ended its stream while its input was waiting: close once `pending` is handled.
     eof: bool,
     /// Since when it is behind (owed too much to take a waiting line, or past its bound).
@@ -133,6 +138,8 @@ struct Conn {
     /// In a cluster: its input waits for the broker's answer to a claim (its `guestN` on
     /// arrival, or a `/nick`).
     claiming: bool,
+    /// In a cluster: where lines of its outbox wait for the broker (see `server/cluster.rs`).
+    fences: VecDeque<cluster::Fence>,
 }
 
 impl Conn {
@@ -238,14 +245,28 @@ impl Server {
     pub fn reading(&self, id: ClientId) -> bool {
         self.conns.get(&id).is_some_and(|c| match c.phase {
             Phase::Open => c.pending.is_empty() && !c.claiming && !c.eof,
-            Phase::Closing { eof, .. } => !eof,
-            Phase::HungUp { .. } => true,
+            Phase::Closing { eof } => !eof,
+            Phase::HungUp => true,
+        })
+    }
+
+    /// True if `id`'s state owns a buffer: a partial line, a queue of lines, waiting input or
+    /// lines held for the broker. An idle client owns none (for the memory tests and the
+    /// book's "Where the bytes go"); false for an unknown `id`.
+    pub fn holds_buffers(&self, id: ClientId) -> bool {
+        self.conns.get(&id).is_some_and(|c| {
+            c.framer.holds_memory()
+                || c.outbox.holds_memory()
+                || !c.pending.is_empty()
+                || c.fences.capacity() > 0
         })
     }
 
     /// True when `id` is owed bytes its socket has not taken: watch it for writability.
     pub fn owed(&self, id: ClientId) -> bool {
-        self.conns.get(&id).is_some_and(|c| !c.outbox.is_empty())
+        self.conns
+            .get(&id)
+            .is_some_and(|c| cluster::writable(c) > 0)
     }
 
     /// A new connection: welcomes it, or refuses it when `--max-clients` are connected or the
@@ -269,10 +290,11 @@ impl Server {
                 framer: Framer::new(),
                 outbox: Outbox::new(),
                 phase: Phase::Open,
-                pending: Vec::new(),
+                pending: Box::default(),
                 eof: false,
                 behind_since: None,
                 claiming: clustered,
+                fences: VecDeque::new(),
             },
         );
         self.route(now);
@@ -294,7 +316,7 @@ impl Server {
         if !conn.pending.is_empty() {
             // The stage should not have read (see `reading`); keep the order anyway.
             debug_assert!(false, "receive while the input of {id} waits");
-            conn.pending.extend_from_slice(bytes);
+            conn.pending = [&conn.pending[..], bytes].concat().into();
             return;
         }
         self.feed(id, bytes, now);
@@ -311,13 +333,8 @@ impl Server {
         match conn.phase {
             Phase::Open if !conn.pending.is_empty() => conn.eof = true,
             Phase::Open => self.end_input(id, now),
-            Phase::Closing { deadline, .. } => {
-                conn.phase = Phase::Closing {
-                    deadline,
-                    eof: true,
-                }
-            }
-            Phase::HungUp { .. } => self.forget(id),
+            Phase::Closing { .. } => conn.phase = Phase::Closing { eof: true },
+            Phase::HungUp => self.forget(id),
         }
     }
 
@@ -345,7 +362,7 @@ impl Server {
             if !conn.pending.is_empty() && conn.is_open() && !conn.eof {
                 self.events.push_back(Event::Resume(id)); // read again, and ignore what comes
             }
-            conn.pending = Vec::new();
+            conn.pending = Box::default();
             conn.behind_since = None;
         }
         self.hub.shutdown(&mut self.scratch);
@@ -364,14 +381,19 @@ impl Server {
         mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<Flushed> {
         loop {
-            let Some(outbox) = self.conns.get(&id).map(|c| &c.outbox) else {
+            let Some(conn) = self.conns.get(&id) else {
                 return Ok(Flushed::All); // already gone
             };
-            if outbox.is_empty() {
+            // In a cluster, what waits for the broker is not written yet (`server/cluster.rs`).
+            let writable = cluster::writable(conn);
+            if writable == 0 {
                 return Ok(Flushed::All);
             }
             let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
-            let filled = outbox.io_slices(&mut slices);
+            let mut filled = conn.outbox.io_slices(&mut slices);
+            if writable < conn.outbox.len() as u64 {
+                filled = cluster::within(&slices, filled, writable);
+            }
             match write(&slices[..filled]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.consumed(id, n, now),
@@ -454,10 +476,8 @@ impl Server {
                 break;
             }
             self.close_timers.pop_front();
-            let expired = self.conns.get(&id).is_some_and(|c| match c.phase {
-                Phase::Closing { deadline, .. } | Phase::HungUp { deadline } => deadline <= now,
-                Phase::Open => false,
-            });
+            // This was its one close timer (`begin_close`): its deadline has come.
+            let expired = self.conns.get(&id).is_some_and(|c| !c.is_open());
             if expired {
                 self.forget(id);
             }
@@ -492,7 +512,7 @@ impl Server {
         };
         conn.framer = framer;
         if !all && conn.is_open() {
-            conn.pending = rest.to_vec();
+            conn.pending = rest.into();
             self.waiting.push_back(id);
         }
         all
@@ -502,6 +522,9 @@ impl Server {
     /// otherwise, marking those without room as behind.
     // ANCHOR: handle
     fn handle(&mut self, id: ClientId, frame: &Frame<'_>, now: Instant) -> bool {
+        if !self.broker_has_room() {
+            return false; // in a cluster, the broker is one more recipient (server/cluster.rs)
+        }
         let bound = self.limits.outbox_bytes;
         let mut fits = true;
         let (conns, behind, slow_timers) =
@@ -556,8 +579,8 @@ impl Server {
             return;
         }
         let was_waiting = !conn.pending.is_empty() || conn.claiming;
-        conn.phase = Phase::Closing { deadline, eof };
-        conn.pending = Vec::new();
+        conn.phase = Phase::Closing { eof };
+        conn.pending = Box::default();
         conn.claiming = false;
         if was_waiting && !eof && !conn.eof {
             // It was not read while its input waited: read it again now (and ignore it), or
@@ -567,6 +590,7 @@ impl Server {
         if conn.behind_since.take().is_some() {
             self.unblocked = true;
         }
+        cluster::hold(&mut self.hub, conn, id); // its end waits for its departure, too
         if conn.outbox.is_empty() {
             self.drained.push(id);
         }
@@ -628,12 +652,12 @@ impl Server {
                 continue;
             };
             match conn.phase {
-                Phase::Closing { deadline, eof } if conn.outbox.is_empty() => {
+                Phase::Closing { eof } if conn.outbox.is_empty() && conn.fences.is_empty() => {
                     if eof {
                         self.conns.remove(&id);
                         self.events.push_back(Event::Close(id));
                     } else {
-                        conn.phase = Phase::HungUp { deadline };
+                        conn.phase = Phase::HungUp;
                         self.events.push_back(Event::Hangup(id));
                     }
                 }
@@ -696,8 +720,9 @@ impl Server {
                         continue;
                     }
                     let was_empty = conn.outbox.is_empty();
+                    let held = cluster::hold(&mut self.hub, conn, to);
                     conn.outbox.push(line);
-                    if was_empty {
+                    if was_empty && !held {
                         self.events.push_back(Event::Flush(to));
                     }
                     let owed = conn.outbox.cost();

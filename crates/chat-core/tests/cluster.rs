@@ -112,7 +112,14 @@ impl Cluster {
         panic!("the cluster never settles");
     }
 
+    /// Carries out one action of node `i` (or loses it, if the node is cut off), and tells
+    /// the node it is done: lines that waited for it may go out.
     fn act(&mut self, i: usize, action: ClusterAction) {
+        self.carry_out(i, action);
+        self.nodes[i].server.broker_done(1);
+    }
+
+    fn carry_out(&mut self, i: usize, action: ClusterAction) {
         let node = self.ids[i];
         let up = !self.broker.down.contains(&i);
         match action {
@@ -403,4 +410,130 @@ fn broker_messages_are_checked() {
         .remote(b"say\t0000000000000002\trust\t<evil>\thi", now)
         .is_err());
     let _ = Channel::Presence;
+}
+
+#[test]
+fn a_burst_waits_for_the_broker_not_in_the_node_s_memory() {
+    let mut c = Cluster::new(2);
+    let sender = c.connect(0);
+    let reader = c.connect(1);
+    // The sender writes 5,000 lines at once, and the broker takes nothing meanwhile: the node
+    // handles lines only while its queue for the broker has room.
+    c.nodes[0].write(sender, &b"x\n".repeat(5000));
+    c.nodes[0].settle();
+    let mut queued = Vec::new();
+    while let Some(action) = c.nodes[0].server.poll_cluster() {
+        queued.push(action);
+    }
+    let bound = chat_core::cluster::BROKER_QUEUE / 128;
+    assert!(
+        queued.len() <= bound,
+        "{} actions queued for the broker (at most {bound})",
+        queued.len()
+    );
+    assert!(
+        !c.nodes[0].server.reading(sender),
+        "the sender's input waits"
+    );
+    for action in queued {
+        c.act(0, action);
+    }
+    // Once the broker takes them, the rest follows: every line, once, in order.
+    c.pump();
+    let got = c
+        .lines(1, reader)
+        .iter()
+        .filter(|l| *l == "<guest1> x")
+        .count();
+    assert_eq!(got, 5000);
+}
+
+#[test]
+fn a_member_who_left_during_an_outage_is_told_when_the_broker_is_back() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0);
+    let a2 = c.connect(0);
+    let b = c.connect(1);
+    c.say(0, a2, "/nick gone");
+    c.broker.down.insert(0);
+    let now = c.nodes[0].now;
+    c.nodes[0].server.broker_down(now);
+    c.say(0, a2, "/quit"); // its departure, record and release are lost
+    assert!(c.lines(0, a).contains(&"* gone left lobby".to_string()));
+    assert!(!c.lines(1, b).contains(&"* gone left lobby".to_string()));
+    c.broker.down.remove(&0);
+    let now = c.nodes[0].now;
+    c.nodes[0].server.broker_up(now);
+    c.pump();
+    // Node 0 finds its own stale record when it reloads the presence: it tells the others
+    // and frees the nick.
+    assert!(
+        c.lines(1, b).contains(&"* gone left lobby".to_string()),
+        "{:?}",
+        c.lines(1, b)
+    );
+    c.say(1, b, "/who");
+    assert_eq!(c.last(1, b), "* members of lobby: guest1, guest3");
+    c.say(1, b, "/nick gone");
+    assert_eq!(c.last(1, b), "* you are now gone");
+}
+
+#[test]
+fn a_client_reads_nothing_the_broker_has_not_got_yet() {
+    let mut c = Cluster::new(2);
+    let a = c.nodes[0].connect(true);
+    // The broker grants the claim; the node welcomes the client and queues its arrival for
+    // the others: the welcome waits until that is published.
+    let claim = c.nodes[0].server.poll_cluster().unwrap();
+    c.act(0, claim);
+    let (_, client, nick, granted) = c.answers.pop_front().unwrap();
+    let now = c.nodes[0].now;
+    c.nodes[0].server.claimed(client, &nick, granted, now);
+    c.nodes[0].settle();
+    assert!(c.lines(0, a).is_empty(), "{:?}", c.lines(0, a));
+    c.pump();
+    assert_eq!(
+        c.lines(0, a),
+        ["* welcome guest1 (type /help for commands)"]
+    );
+    // Its goodbye, and the end of its stream, wait for its departure the same way.
+    c.nodes[0].write(a, b"/quit\n");
+    c.nodes[0].settle();
+    assert_eq!(c.lines(0, a).len(), 1, "{:?}", c.lines(0, a));
+    assert!(!c.nodes[0].sockets[&a].hung_up);
+    c.pump();
+    assert_eq!(c.last(0, a), "* bye");
+    assert!(c.nodes[0].sockets[&a].hung_up);
+}
+
+#[test]
+fn a_node_that_cannot_listen_does_not_declare_others_lost() {
+    let mut c = Cluster::with_bound(3, 8192);
+    let sender = c.connect(0);
+    let reader = c.connect(1);
+    c.connect(2); // a quiet member on a quiet node
+    c.nodes[1].set_drains(reader, false);
+    c.say(0, sender, &"x\n".repeat(5000));
+    // Node 1 takes the burst at its reader's pace: an outbox's worth, then nothing for most of
+    // a second, many times over. Node 2's heartbeats wait behind the burst all that time, far
+    // longer than a lease, yet node 2 is alive.
+    for _ in 0..40 {
+        assert!(c.held.contains(&1));
+        c.advance(chat_core::SLOW_GRACE * 9 / 10);
+        c.nodes[1].set_drains(reader, true);
+        c.nodes[1].settle();
+        c.nodes[1].set_drains(reader, false);
+        c.pump();
+        if !c.held.contains(&1) {
+            break;
+        }
+    }
+    c.nodes[1].set_drains(reader, true);
+    c.pump();
+    let lines = c.lines(1, reader);
+    assert!(
+        !lines.iter().any(|l| l.contains("node lost")),
+        "node 2 was declared lost"
+    );
+    assert_eq!(lines.iter().filter(|l| *l == "<guest1> x").count(), 5000);
 }

@@ -267,3 +267,26 @@ fn time_comes_in_through_poll_timeout() {
     assert_eq!(stage.server.poll_timeout(), Some(stage.now + CLOSE_GRACE));
     let _ = a;
 }
+
+/// An idle client holds no buffer: after its welcome is written and its lines handled (one of
+/// them split across two reads, so every buffer was used once), its framer, outbox and waiting
+/// input own no memory at all.
+#[test]
+fn an_idle_connection_holds_no_buffer() {
+    let now = Instant::now();
+    let mut server = Server::new(Limits::default());
+    let ids: Vec<_> = (0..3).map(|_| server.connect(now).expect("room")).collect();
+    server.receive(ids[0], b"/join ", now);
+    server.receive(ids[0], b"rust\n", now);
+    server.receive(ids[1], b"hello\n", now);
+    assert!(server.holds_buffers(ids[1]), "a queued line is a buffer");
+    for event in drain(&mut server) {
+        if let Event::Flush(id) = event {
+            let flushed = server.flush(id, now, |lines| Ok(lines.iter().map(|l| l.len()).sum()));
+            assert!(flushed.is_ok());
+        }
+    }
+    for id in ids {
+        assert!(!server.holds_buffers(id), "{id} keeps a buffer while idle");
+    }
+}

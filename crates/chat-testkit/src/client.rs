@@ -158,6 +158,13 @@ impl Client {
             .unwrap_or_else(|e| panic!("client {}: no local address: {e}", self.label))
     }
 
+    /// The address the client is connected to (the server's, or its node's).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.stream
+            .peer_addr()
+            .unwrap_or_else(|e| panic!("client {}: no peer address: {e}", self.label))
+    }
+
     /// Connects to `addr` (bounded by `LINE_TIMEOUT`), reads nothing yet.
     #[track_caller]
     pub fn connect(label: impl Into<String>, addr: SocketAddr) -> Client {

@@ -42,6 +42,13 @@
 //!     mode = concurrent,
 //!     max_clients = 1000,
 //! );
+//! // A cluster: each check starts a private `redis-server` and 3 nodes of the binary on it
+//! // (`--redis redis://127.0.0.1:PORT`), and spreads its clients over them.
+//! chat_testkit::conformance!(
+//!     bin = env!("CARGO_BIN_EXE_chat-cluster"),
+//!     mode = concurrent,
+//!     cluster = 3,
+//! );
 //! ```
 //!
 //! and runs it with `cargo test -p chat-threads --test conformance`. The macro expands to
@@ -82,7 +89,14 @@
 //! - **pool**: `pool_serves_at_most_n_clients`, `connect_burst_queued`;
 //! - **concurrent**: `connect_burst_all_welcomed` (up to the stage's own limit, when the
 //!   call gives `max_clients = N`);
-//! - with `idle_bytes_per_client`: `idle_clients_cost_little`.
+//! - with `idle_bytes_per_client`: `idle_clients_cost_little`;
+//! - **cluster** (`mode = concurrent, cluster = N`): every check of `concurrent`, each across
+//!   the nodes, and the checks of [`checks::cluster`]. How a check sees N processes as one
+//!   server (clients round-robin over the nodes, process-level operations on every node, or on
+//!   node 0 alone for the checks whose promise is about one process) is in `server.rs`; which
+//!   checks run on one node, and why, is written in each of them and listed in
+//!   `__conformance_tests!`. `redis-server` must be on `PATH`: without it every check fails
+//!   and says so.
 //!
 //! Every read has a deadline (3 s for a line expected now, more only where the protocol
 //! itself allows a delay, such as `SLOW_GRACE`), every server is killed when its check ends,
@@ -91,8 +105,10 @@
 
 pub mod checks;
 mod client;
+pub mod cluster;
 mod garbage;
 mod parse;
+mod process;
 pub mod procfs;
 mod server;
 
@@ -100,6 +116,7 @@ pub use client::{
     parse_rooms, parse_rooms_list, parse_welcome, parse_who, parse_who_list, rooms_line,
     rooms_more, who_line, who_more, Buffers, Client, ReadError, LINE_TIMEOUT, LIST_CAP, SILENCE,
 };
+pub use cluster::Broker;
 pub use garbage::{garbage, Rng};
 pub use procfs::Memory;
 pub use server::{parse_listening_line, Server};
@@ -116,6 +133,13 @@ pub enum Mode {
     },
     /// Any number of clients at once.
     Concurrent,
+    /// A cluster: `nodes` processes of a concurrent stage sharing one chat through a private
+    /// broker (Redis) that each check starts. Clients are spread over the nodes (see
+    /// [`Server`]); the macro's `cluster = N` selects it.
+    Cluster {
+        /// How many nodes each check starts.
+        nodes: usize,
+    },
 }
 
 /// The stage under test, as declared by the `conformance!` call.
@@ -146,6 +170,10 @@ pub struct Options {
     pub nofile: Option<u64>,
     /// The read timeout of the clients the server connects (default [`LINE_TIMEOUT`]).
     pub line_timeout: Option<std::time::Duration>,
+    /// In a cluster: every client of the check connects to node 0, and process-level
+    /// operations (signals, memory, descriptors) act on node 0 alone, for a check whose
+    /// promise is about one process. Ignored otherwise.
+    pub one_node: bool,
 }
 
 impl Target {
@@ -170,7 +198,13 @@ impl Target {
     /// Starts the stage binary with `opts` and waits until it listens.
     #[track_caller]
     pub fn start(&self, opts: Options) -> Server {
-        let mut server = Server::start(self.bin, &self.args_for(&opts), opts.nofile);
+        let args = self.args_for(&opts);
+        let mut server = match self.mode {
+            Mode::Cluster { nodes } => {
+                Server::start_cluster(self.bin, &args, opts.nofile, nodes, opts.one_node)
+            }
+            _ => Server::start(self.bin, &args, opts.nofile),
+        };
         if let Some(timeout) = opts.line_timeout {
             server.set_line_timeout(timeout);
         }
@@ -180,6 +214,14 @@ impl Target {
     /// Whether two clients can be served at once (every mode but `sequential`).
     pub fn concurrent_clients(&self) -> bool {
         self.mode != Mode::Sequential
+    }
+
+    /// How many nodes, for a cluster.
+    pub fn cluster_nodes(&self) -> Option<usize> {
+        match self.mode {
+            Mode::Cluster { nodes } => Some(nodes),
+            _ => None,
+        }
     }
 }
 
@@ -191,7 +233,9 @@ impl Target {
 /// `idle_bytes_per_client = EXPR` (adds `idle_clients_cost_little` with that bound) and
 /// `max_clients = EXPR` (a `concurrent` stage's own hard limit on connections, below the
 /// default `--max-clients`, such as `select`'s: the connect burst then expects that many
-/// welcomed and the rest refused with `! server full`).
+/// welcomed and the rest refused with `! server full`) and `cluster = EXPR` (a `concurrent`
+/// stage whose processes form a cluster on a broker: every check starts EXPR nodes and a
+/// private `redis-server`; see [`Mode::Cluster`]).
 #[macro_export]
 macro_rules! conformance {
     (
@@ -230,12 +274,27 @@ macro_rules! __conformance_opts {
     (
         bin = $bin:expr; mode = $mode:expr; kind = $kind:ident;
         $(, args = [$($arg:expr),* $(,)?])? $(, name = $name:ident)?
-        $(, idle_bytes_per_client = $idle:expr)? $(, max_clients = $max:expr)? $(,)?
+        $(, idle_bytes_per_client = $idle:expr)? $(, max_clients = $max:expr)?
+        $(, cluster = $nodes:expr)? $(,)?
+    ) => {
+        $crate::__conformance_opts! {
+            @cluster [$($nodes)?] @name [$($name)?]
+            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]; idle = [$($idle)?];
+            max = [$($max)?]
+        }
+    };
+    // Not a cluster: as the mode says.
+    (@cluster [] $($rest:tt)*) => {
+        $crate::__conformance_opts! { $($rest)* }
+    };
+    // A cluster of a concurrent stage: its own mode and list of checks.
+    (
+        @cluster [$nodes:expr] @name [$($name:ident)?]
+        bin = $bin:expr; mode = $mode:expr; kind = concurrent; $($rest:tt)*
     ) => {
         $crate::__conformance_opts! {
             @name [$($name)?]
-            bin = $bin; mode = $mode; kind = $kind; args = [$($($arg),*)?]; idle = [$($idle)?];
-            max = [$($max)?]
+            bin = $bin; mode = $crate::Mode::Cluster { nodes: $nodes }; kind = cluster; $($rest)*
         }
     };
     (
@@ -286,6 +345,12 @@ macro_rules! __conformance_burst {
             $crate::checks::connect_burst_all_welcomed(&__CHAT_TESTKIT_TARGET);
         }
     };
+    (cluster;) => {
+        #[test]
+        fn connect_burst_all_welcomed() {
+            $crate::checks::connect_burst_all_welcomed(&__CHAT_TESTKIT_TARGET);
+        }
+    };
     (concurrent; $max:expr) => {
         #[test]
         fn connect_burst_all_welcomed() {
@@ -313,6 +378,44 @@ macro_rules! __conformance_tests {
     // (`connect_burst_all_welcomed` comes from `__conformance_burst`.)
     (concurrent) => {
         $crate::__conformance_tests! { @common @multi }
+    };
+    // A cluster: the checks of a concurrent stage, and those of `checks::cluster`. Every one
+    // applies; these run with all their clients on node 0 (`Options::one_node`), each saying
+    // why where it starts its server:
+    // - `sigterm_shuts_down_cleanly`, `sigterm_with_hard_clients`: a client on one node may
+    //   hear another stopping node's members leave before its own goodbye (allowed);
+    // - `max_clients`, `emfile_backs_off`: a limit, descriptors and CPU are each process's;
+    // - `small_outbox_paces_readers_cuts_non_reader`, `slow_consumer_in_room`: flow control
+    //   is each node's, and these count on the sender waiting for the slow reader; a sender
+    //   not paced by another node's readers makes Redis buffer for that node, and past
+    //   `client-output-buffer-limit pubsub` disconnect it (what a cluster does not promise).
+    // (`idle_clients_cost_little` comes only with `idle_bytes_per_client`, and the cluster's
+    // own call leaves it out: see crates/12-cluster/tests/conformance.rs.)
+    (cluster) => {
+        $crate::__conformance_tests! {
+            @emit
+            welcome_line, message_alone_not_echoed, crlf_and_empty_lines, nick_command,
+            join_command, who_and_rooms_alone, msg_errors, escape_unknown_and_help,
+            line_limits, huge_line_bounded_memory, invalid_utf8, garbage_survived,
+            quit_command, sigterm_shuts_down_cleanly, flooding_help_closed_as_slow_consumer,
+            pipelined_help_all_answered, talking_after_quit_still_gets_everything,
+            half_close_gets_reply_then_eof, cr_and_lf_in_separate_reads,
+            cr_counts_towards_the_limit, msg_to_self_and_in_any_case, case_rules,
+            urgent_byte_loses_no_line,
+            welcome_two_clients, message_reaches_room_not_sender, crlf_in_room,
+            nick_in_room, join_in_room, who_and_rooms_in_room, msg_private,
+            escape_in_room, line_limits_in_room, utf8_in_room, garbage_isolated,
+            quit_in_room, slow_consumer_in_room, fan_out_keeps_order, many_clients,
+            max_clients, emfile_backs_off, farewell_delivers_everything_then_bye,
+            quitter_that_never_reads_is_closed, flood_does_not_starve_others,
+            burst_reaches_every_reader, small_outbox_paces_readers_cuts_non_reader,
+            many_senders_at_once_lose_nothing, endless_sender_does_not_stop_the_server,
+            churn_keeps_notices_in_causal_order, sigterm_with_hard_clients, lists_cap_at_100,
+            cluster_nick_taken_on_another_node, cluster_guests_are_unique_and_lowest,
+            cluster_msg_across_nodes, cluster_who_rooms_and_counts_see_every_node,
+            cluster_exactly_once_in_sender_order, cluster_killed_node_is_lost,
+            cluster_broker_restart, cluster_sigterm_of_one_node;
+        }
     };
     // Checks every mode gets (one client at a time is enough for them).
     (@common $($more:tt)*) => {

@@ -1,4 +1,5 @@
-//! The server under test: a real stage binary started as a child process.
+//! The server under test: a real stage binary started as a child process — or, for a stage
+//! in `Mode::Cluster`, a private Redis and the nodes of a cluster on it.
 //!
 //! [`Server::start`] runs `BIN --addr 127.0.0.1:0 ...`, reads the one `listening on ADDR`
 //! line from its stdout (with a timeout) and captures its stderr on a background thread.
@@ -6,123 +7,45 @@
 //! panicking) prints the command line and the captured stderr, so every failure shows
 //! what the server logged.
 //!
+//! ## A cluster
+//!
+//! [`Server::start_cluster`] starts a [`Broker`] (a private `redis-server`), then N nodes of
+//! the stage with `--redis redis://127.0.0.1:PORT`, and waits until each is subscribed on the
+//! broker. The checks see one `Server`:
+//!
+//! - clients connect to the nodes in turn (round-robin: the first to node 0, the next to node
+//!   1, ...), so a check's clients are spread over the cluster and every promise between two
+//!   clients is a promise between two nodes;
+//! - what concerns one client's connection acts on the node it is connected to:
+//!   [`Server::socket_of`], [`Server::holds`];
+//! - what concerns "the server" acts on every node: [`Server::memory`], [`Server::cpu_time`],
+//!   [`Server::runnable_time`] and [`Server::open_fds`] are summed over the nodes; signals
+//!   ([`Server::terminate`], [`Server::pause`], [`Server::resume`]) go to each node;
+//!   [`Server::wait_exit`] waits for all; [`Server::finish`] asserts that all (and the broker)
+//!   are alive and that none panicked;
+//! - [`Server::addr`] is node 0's address (a check that connects by address reaches node 0).
+//!
+//! A check whose promise is about one process (SIGTERM, the connection limit, descriptors)
+//! starts with `Options { one_node: true, .. }`: every client then connects to node 0, and
+//! the process-level operations act on node 0 alone. Which checks do is decided, with the
+//! reason, in `__conformance_tests!` (lib.rs) and in the checks themselves.
+//!
 //! Its own tests (start-up failures with stand-in shell scripts): `cargo test -p chat-testkit`.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read};
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, Once};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use crate::client::Client;
+use crate::cluster::Broker;
+use crate::process::Process;
 use crate::procfs;
 
 /// How long a server may take to print `listening on ADDR` (debug build, busy machine).
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How much of the server's stderr is kept for messages: the first `HEAD` bytes (start-up
-/// errors) and the last `TAIL` bytes (what happened just before the failure). Panics are
-/// looked for in *all* of it, whatever is kept (see [`Captured::push`]).
-const HEAD: usize = 16 * 1024;
-/// See [`HEAD`].
-const TAIL: usize = 64 * 1024;
-
-/// What marks a panic in a Rust program's stderr (`thread 'x' panicked at src/..`).
-const PANIC_MARK: &[u8] = b"panicked at";
-
-/// At most this many panic lines are kept, with [`PANIC_CONTEXT`] bytes around each.
-const MAX_PANICS: usize = 4;
-/// See [`MAX_PANICS`].
-const PANIC_CONTEXT: usize = 300;
-
-/// A bounded copy of what the server wrote to stderr, and every panic in all of it.
-#[derive(Debug, Default)]
-struct Captured {
-    /// The first `HEAD` bytes.
-    head: Vec<u8>,
-    /// The last `TAIL` bytes after the head.
-    tail: VecDeque<u8>,
-    /// How many bytes between head and tail were dropped.
-    dropped: usize,
-    /// How many times [`PANIC_MARK`] occurred, in all the bytes ever pushed.
-    panics: usize,
-    /// The first [`MAX_PANICS`] panic marks with some context (they may lie in the dropped
-    /// middle).
-    panic_lines: Vec<String>,
-    /// The last [`PANIC_CONTEXT`] bytes pushed, so that a mark split between two reads of
-    /// the pipe is found too, and shown with what came before it.
-    carry: Vec<u8>,
-}
-
-impl Captured {
-    /// Appends a chunk, keeping the head and a bounded tail, and counts the panic marks in
-    /// it (including one that began in the previous chunk).
-    fn push(&mut self, chunk: &[u8]) {
-        let mut window = std::mem::take(&mut self.carry);
-        // Marks that lie wholly in the carried bytes were counted with the previous chunk.
-        let mut from = window.len().saturating_sub(PANIC_MARK.len() - 1);
-        window.extend_from_slice(chunk);
-        while let Some(pos) = window[from..]
-            .windows(PANIC_MARK.len())
-            .position(|w| w == PANIC_MARK)
-        {
-            let at = from + pos;
-            self.panics += 1;
-            if self.panic_lines.len() < MAX_PANICS {
-                let begin = window[..at]
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |i| i + 1)
-                    .max(at.saturating_sub(PANIC_CONTEXT));
-                let end = window[at..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(window.len(), |i| at + i)
-                    .min(at + PANIC_CONTEXT);
-                self.panic_lines
-                    .push(String::from_utf8_lossy(&window[begin..end]).into_owned());
-            }
-            from = at + PANIC_MARK.len();
-        }
-        let keep = PANIC_CONTEXT.min(window.len());
-        self.carry = window[window.len() - keep..].to_vec();
-
-        let mut bytes = chunk;
-        let room = HEAD.saturating_sub(self.head.len());
-        let (h, rest) = bytes.split_at(room.min(bytes.len()));
-        self.head.extend_from_slice(h);
-        bytes = rest;
-        self.tail.extend(bytes);
-        let excess = self.tail.len().saturating_sub(TAIL);
-        self.tail.drain(..excess);
-        self.dropped += excess;
-    }
-
-    /// All that was kept, as text, with a marker where bytes were dropped (and the panics
-    /// found there).
-    fn text(&self) -> String {
-        let mut s = String::from_utf8_lossy(&self.head).into_owned();
-        if self.dropped > 0 {
-            s.push_str(&format!(
-                "\n[... {} bytes of stderr left out ...]\n",
-                self.dropped
-            ));
-            if self.panics > 0 {
-                s.push_str(&format!(
-                    "[{} panic(s) in all of stderr; the first ones:]\n{}\n[...]\n",
-                    self.panics,
-                    self.panic_lines.join("\n")
-                ));
-            }
-        }
-        let tail: Vec<u8> = self.tail.iter().copied().collect();
-        s.push_str(&String::from_utf8_lossy(&tail));
-        s
-    }
-}
 
 /// Raises this test process's own descriptor limit to its hard limit (once): the heavy
 /// checks open a thousand sockets.
@@ -160,25 +83,21 @@ pub fn parse_listening_line(line: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-/// A running stage binary.
+/// A running stage binary, or the nodes of a cluster and their broker.
 #[derive(Debug)]
 pub struct Server {
-    /// The command line, for messages.
-    command: String,
-    /// The child process.
-    child: Child,
-    /// Where it listens (from `listening on ADDR`).
-    addr: SocketAddr,
-    /// What it has written to stderr so far (filled by a background thread).
-    stderr: Arc<Mutex<Captured>>,
-    /// Closed by the stderr thread when stderr reaches EOF.
-    stderr_done: Receiver<()>,
-    /// Whatever it wrote to stdout after the `listening on` line (should be nothing).
-    stdout_rest: Arc<Mutex<Vec<u8>>>,
-    /// Closed by the stdout thread when stdout reaches EOF.
-    stdout_done: Receiver<()>,
-    /// Its exit status, once we have reaped it.
-    exited: Option<ExitStatus>,
+    /// The processes: the one stage binary, or the nodes of a cluster in the order started.
+    /// (Dropped first: nodes go before their broker.)
+    nodes: Vec<Process>,
+    /// A cluster's broker.
+    broker: Option<Broker>,
+    /// The node the next client connects to (round-robin).
+    next: AtomicUsize,
+    /// In a cluster: every client connects to node 0, and process-level operations act on
+    /// node 0 alone.
+    one_node: bool,
+    /// Nodes a check stopped on purpose (killed, terminated): not expected alive at the end.
+    retired: Mutex<HashSet<usize>>,
     /// The read timeout of the clients it connects ([`Server::connect`], [`Server::join`]).
     line_timeout: Duration,
 }
@@ -201,166 +120,134 @@ impl Server {
         nofile: Option<u64>,
         timeout: Duration,
     ) -> Result<Server, String> {
-        raise_own_fd_limit();
-        let command = std::iter::once(bin)
-            .chain(args.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(limit) = nofile {
-            let lim = libc::rlimit {
-                rlim_cur: limit,
-                rlim_max: limit,
-            };
-            // SAFETY: the closure runs in the child between fork and exec, where only
-            // async-signal-safe calls are allowed; setrlimit is a plain system call and
-            // the closure allocates nothing.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the server `{command}`: {e}"))?;
+        let process = Process::try_start(bin, args, nofile, timeout)?;
+        Ok(Server::of(vec![process], None, false))
+    }
 
-        // stderr: copy into a bounded buffer until EOF, on its own thread so the pipe never
-        // fills up and blocks the server.
-        let stderr = Arc::new(Mutex::new(Captured::default()));
-        let (stderr_tx, stderr_done) = mpsc::channel::<()>();
-        if let Some(mut pipe) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock().expect("stderr buffer lock").push(&buf[..n]);
-                }
-                drop(stderr_tx);
-            });
-        }
-
-        // stdout: hand the first line over, then keep whatever else comes (there should
-        // be nothing; the SIGTERM check looks).
-        let stdout_rest = Arc::new(Mutex::new(Vec::new()));
-        let (line_tx, line_rx) = mpsc::channel::<std::io::Result<String>>();
-        let (stdout_tx, stdout_done) = mpsc::channel::<()>();
-        if let Some(pipe) = child.stdout.take() {
-            let rest = Arc::clone(&stdout_rest);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(pipe);
-                let mut first = String::new();
-                let got = reader
-                    .by_ref()
-                    .take(4096)
-                    .read_line(&mut first)
-                    .map(|_| first);
-                let _ = line_tx.send(got);
-                let mut buf = Vec::new();
-                let _ = reader.take(1 << 20).read_to_end(&mut buf);
-                rest.lock().expect("stdout buffer lock").extend(buf);
-                drop(stdout_tx);
-            });
-        }
-
-        let mut server = Server {
-            command,
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stderr,
-            stderr_done,
-            stdout_rest,
-            stdout_done,
-            exited: None,
+    fn of(nodes: Vec<Process>, broker: Option<Broker>, one_node: bool) -> Server {
+        Server {
+            nodes,
+            broker,
+            next: AtomicUsize::new(0),
+            one_node,
+            retired: Mutex::new(HashSet::new()),
             line_timeout: crate::client::LINE_TIMEOUT,
-        };
-        let first = match line_rx.recv_timeout(timeout) {
-            Ok(Ok(line)) if line.is_empty() => Err("stdout closed".to_string()),
-            Ok(Ok(line)) => parse_listening_line(&line),
-            Ok(Err(e)) => Err(format!("reading stdout: {e}")),
-            Err(_) => Err(format!("no `listening on ADDR` line within {timeout:?}")),
-        };
-        match first {
-            Ok(addr) => {
-                server.addr = addr;
-                Ok(server)
-            }
-            Err(why) => {
-                server.kill();
-                let status = server
-                    .exited
-                    .map_or_else(|| "exit status unknown".to_string(), |s| s.to_string());
-                Err(format!(
-                    "the server `{}` did not start: {why} ({status})\n\
-                     --- server stderr ---\n{}--- end of server stderr ---",
-                    server.command,
-                    server.stderr_text()
-                ))
-            }
         }
     }
 
-    /// The address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    // ANCHOR: start_cluster
+    /// Starts a private broker and `nodes` nodes of `bin args... --redis URL`, and waits until
+    /// every node is subscribed on the broker. With `one_node`, clients all connect to node 0
+    /// and process-level operations act on it alone (see the module's documentation).
+    #[track_caller]
+    pub fn start_cluster(
+        bin: &str,
+        args: &[String],
+        nofile: Option<u64>,
+        nodes: usize,
+        one_node: bool,
+    ) -> Server {
+        let broker = Broker::start();
+        let mut args = args.to_vec();
+        args.extend(["--redis".to_string(), broker.url()]);
+        let mut started = Vec::with_capacity(nodes);
+        for _ in 0..nodes {
+            match Process::try_start(bin, &args, nofile, STARTUP_TIMEOUT) {
+                Ok(node) => started.push(node),
+                Err(e) => panic!("node {} of the cluster: {e}", started.len()),
+            }
+        }
+        let server = Server::of(started, Some(broker), one_node);
+        server.wait_for_nodes(nodes);
+        server
+    }
+    // ANCHOR_END: start_cluster
+
+    /// Waits until `n` connections are subscribed to the presence channel: every node has
+    /// reached the broker.
+    #[track_caller]
+    fn wait_for_nodes(&self, n: usize) {
+        let Some(broker) = &self.broker else { return };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let subscribed = broker.subscribers("chat:presence");
+            if matches!(subscribed, Ok(k) if k >= n as i64) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{n} nodes started, but {subscribed:?} of them subscribed to chat:presence on \
+                     the broker within {STARTUP_TIMEOUT:?}:\n{}",
+                    self.stderr_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
-    /// The server's process id.
+    /// How many processes: 1, or the nodes of a cluster.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A cluster's broker (`None` for a server on its own).
+    pub fn broker(&mut self) -> Option<&mut Broker> {
+        self.broker.as_mut()
+    }
+
+    /// The nodes that process-level operations act on.
+    fn targets(&self) -> std::ops::Range<usize> {
+        if self.one_node {
+            0..1
+        } else {
+            0..self.nodes.len()
+        }
+    }
+
+    /// The address the server listens on (in a cluster: node 0's).
+    pub fn addr(&self) -> SocketAddr {
+        self.nodes[0].addr()
+    }
+
+    /// The address node `i` listens on.
+    pub fn addr_of(&self, i: usize) -> SocketAddr {
+        self.nodes[i].addr()
+    }
+
+    /// The server's process id (in a cluster: node 0's).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.nodes[0].pid()
+    }
+
+    /// The node `client` is connected to.
+    #[track_caller]
+    pub fn node_of(&self, client: &Client) -> usize {
+        let port = client.peer_addr().port();
+        self.nodes
+            .iter()
+            .position(|n| n.addr().port() == port)
+            .unwrap_or_else(|| panic!("client {}: connected to no node of ours", client.label))
     }
 
     /// The server's socket for `client`'s connection, as `socket:[INODE]`, found in
-    /// `/proc/net/tcp` by the client's port. Looking for this one socket, rather than counting
-    /// the server's sockets, because a runtime may open sockets of its own at any time
-    /// (tokio's signal driver does, after `listening on`).
+    /// `/proc/net/tcp` by the client's port (in a cluster, on the client's node). Looking for
+    /// this one socket, rather than counting the server's sockets, because a runtime may open
+    /// sockets of its own at any time (tokio's signal driver does, after `listening on`).
     #[track_caller]
-    pub fn socket_of(&self, client: &crate::Client) -> String {
-        let (local_port, peer_port) = (self.addr().port(), client.local_addr().port());
-        let table = std::fs::read_to_string("/proc/net/tcp")
-            .unwrap_or_else(|e| panic!("/proc/net/tcp: {e}"));
-        table
-            .lines()
-            .skip(1)
-            .find_map(|row| {
-                let cols: Vec<&str> = row.split_whitespace().collect();
-                let (local, remote, inode) = (cols.get(1)?, cols.get(2)?, cols.get(9)?);
-                (local.ends_with(&format!(":{local_port:04X}"))
-                    && remote.ends_with(&format!(":{peer_port:04X}"))
-                    && *inode != "0")
-                    .then(|| format!("socket:[{inode}]"))
-            })
-            .unwrap_or_else(|| {
-                panic!(
-                    "client {}: no server socket for it in /proc/net/tcp",
-                    client.label
-                )
-            })
+    pub fn socket_of(&self, client: &Client) -> String {
+        self.nodes[self.node_of(client)].socket_of(client)
     }
 
-    /// True while the server process holds `socket` (from [`Server::socket_of`]) open.
+    /// True while the server process (in a cluster: any node) holds `socket` open.
     pub fn holds(&self, socket: &str) -> bool {
-        let dir = format!("/proc/{}/fd", self.pid());
-        std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{dir}: {e}"))
-            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-            .any(|target| target.as_os_str() == socket)
+        self.nodes
+            .iter()
+            .any(|n| n.exited.is_none() && n.holds(socket))
     }
 
-    /// The command line the server was started with.
+    /// The command line the server was started with (in a cluster: node 0's).
     pub fn command(&self) -> &str {
-        &self.command
+        self.nodes[0].command()
     }
 
     /// Sets the read timeout of the clients this server connects from now on (by default
@@ -374,7 +261,7 @@ impl Server {
         self.line_timeout
     }
 
-    /// A new connection (no line read yet).
+    /// A new connection (no line read yet), to the next node in turn.
     #[track_caller]
     pub fn connect(&self, label: &str) -> Client {
         self.connect_with(label, crate::client::Buffers::default())
@@ -383,7 +270,23 @@ impl Server {
     /// A new connection with socket buffers set before `connect` (no line read yet).
     #[track_caller]
     pub fn connect_with(&self, label: &str, buffers: crate::client::Buffers) -> Client {
-        let mut c = Client::connect_with(label, self.addr, buffers);
+        let node = if self.one_node {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::SeqCst) % self.nodes.len()
+        };
+        self.connect_to_with(node, label, buffers)
+    }
+
+    /// A new connection to node `i` (no line read yet).
+    #[track_caller]
+    pub fn connect_to(&self, i: usize, label: &str) -> Client {
+        self.connect_to_with(i, label, crate::client::Buffers::default())
+    }
+
+    #[track_caller]
+    fn connect_to_with(&self, i: usize, label: &str, buffers: crate::client::Buffers) -> Client {
+        let mut c = Client::connect_with(label, self.nodes[i].addr(), buffers);
         c.set_timeout(self.line_timeout);
         c
     }
@@ -396,64 +299,90 @@ impl Server {
         c
     }
 
-    /// Memory figures now (see [`procfs::Memory`]).
+    /// [`Server::join`] on node `i`.
+    #[track_caller]
+    pub fn join_on(&self, i: usize, label: &str) -> Client {
+        let mut c = self.connect_to(i, label);
+        c.expect_welcome();
+        c
+    }
+
+    /// Memory figures now (see [`procfs::Memory`]); in a cluster, summed over the nodes.
     #[track_caller]
     pub fn memory(&self) -> procfs::Memory {
-        procfs::memory(self.pid()).unwrap_or_else(|e| panic!("server memory: {e}"))
+        self.targets().map(|i| self.nodes[i].memory()).fold(
+            procfs::Memory {
+                rss_kib: 0,
+                hwm_kib: 0,
+            },
+            |a, b| procfs::Memory {
+                rss_kib: a.rss_kib + b.rss_kib,
+                hwm_kib: a.hwm_kib + b.hwm_kib,
+            },
+        )
     }
 
-    /// CPU time used so far (user + system).
+    /// CPU time used so far (user + system); in a cluster, summed over the nodes.
     #[track_caller]
     pub fn cpu_time(&self) -> Duration {
-        procfs::cpu_time(self.pid()).unwrap_or_else(|e| panic!("server CPU time: {e}"))
+        self.targets().map(|i| self.nodes[i].cpu_time()).sum()
     }
 
-    /// Time runnable so far (see [`procfs::runnable_time`]); `None` without schedstats.
+    /// Time runnable so far (see [`procfs::runnable_time`]); `None` without schedstats. In a
+    /// cluster, summed over the nodes.
     pub fn runnable_time(&self) -> Option<Duration> {
-        procfs::runnable_time(self.pid())
+        self.targets().map(|i| self.nodes[i].runnable_time()).sum()
     }
 
-    /// Number of open descriptors.
+    /// Number of open descriptors; in a cluster, summed over the nodes.
     #[track_caller]
     pub fn open_fds(&self) -> usize {
-        procfs::open_fds(self.pid()).unwrap_or_else(|e| panic!("server descriptors: {e}"))
+        self.targets().map(|i| self.nodes[i].open_fds()).sum()
     }
 
-    /// Asserts that the process is still running.
+    /// Asserts that the process (in a cluster: every node not stopped on purpose, and the
+    /// broker) is still running.
     #[track_caller]
     pub fn assert_alive(&mut self) {
-        if let Some(status) = self.exited {
-            panic!("the server had already exited ({status})");
-        }
-        match self.child.try_wait() {
-            Ok(None) => {}
-            Ok(Some(status)) => {
-                self.exited = Some(status);
-                panic!("the server died during the check: {status}");
+        let retired = self.retired.lock().expect("retired lock").clone();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            if !retired.contains(&i) {
+                node.assert_alive();
             }
-            Err(e) => panic!("cannot query the server process: {e}"),
+        }
+        if let Some(broker) = &mut self.broker {
+            assert!(
+                broker.is_running(),
+                "the cluster's broker died during the check"
+            );
         }
     }
 
-    /// Sends `signal` to the server process.
+    /// Sends `signal` to the server process (in a cluster: to every node, or node 0 alone
+    /// with `one_node`).
     #[track_caller]
     pub fn signal(&self, signal: libc::c_int) {
-        assert!(
-            self.exited.is_none(),
-            "cannot signal the server: it has exited"
-        );
-        let pid = libc::pid_t::try_from(self.pid()).expect("a pid fits in pid_t");
-        // SAFETY: kill has no memory-safety preconditions; pid is our own live child
-        // (not reaped yet, so the pid cannot have been reused).
-        if unsafe { libc::kill(pid, signal) } != 0 {
-            panic!("kill({signal}): {}", std::io::Error::last_os_error());
+        for i in self.targets() {
+            self.nodes[i].signal(signal);
         }
+    }
+
+    /// Sends `signal` to node `i`; a node killed or terminated is not expected alive at the
+    /// end of the check.
+    #[track_caller]
+    pub fn signal_node(&self, i: usize, signal: libc::c_int) {
+        if matches!(signal, libc::SIGKILL | libc::SIGTERM | libc::SIGINT) {
+            self.retired.lock().expect("retired lock").insert(i);
+        }
+        self.nodes[i].signal(signal);
     }
 
     /// Sends SIGTERM.
     #[track_caller]
     pub fn terminate(&self) {
-        self.signal(libc::SIGTERM);
+        for i in self.targets() {
+            self.signal_node(i, libc::SIGTERM);
+        }
     }
 
     /// Stops the server process (SIGSTOP) and waits until the kernel reports it stopped: from
@@ -461,69 +390,73 @@ impl Server {
     /// [`Server::resume`]. A server dropped while stopped is killed all the same.
     #[track_caller]
     pub fn pause(&self) {
-        self.signal(libc::SIGSTOP);
-        self.wait_state(true);
+        for i in self.targets() {
+            self.nodes[i].pause();
+        }
     }
 
     /// Lets a server stopped by [`Server::pause`] run again (SIGCONT).
     #[track_caller]
     pub fn resume(&self) {
-        self.signal(libc::SIGCONT);
-        self.wait_state(false);
-    }
-
-    /// Waits (bounded) until the process is stopped (`T` in `/proc/PID/stat`), or no longer.
-    #[track_caller]
-    fn wait_state(&self, stopped: bool) {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let state = procfs::state(self.pid()).unwrap_or_else(|e| panic!("server state: {e}"));
-            if (state == 'T') == stopped {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server process is in state {state:?} {STARTUP_TIMEOUT:?} after \
-                 {}",
-                if stopped { "SIGSTOP" } else { "SIGCONT" }
-            );
-            std::thread::sleep(Duration::from_millis(1));
+        for i in self.targets() {
+            self.nodes[i].resume();
         }
     }
 
-    /// Waits up to `timeout` for the process to exit; its status, or `None` if it is
-    /// still running.
+    /// Waits up to `timeout` for the process (in a cluster: every node it acts on) to exit;
+    /// its status (the first failure among the nodes), or `None` if one still runs.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while self.exited.is_none() {
-            match self.child.try_wait() {
-                Ok(Some(status)) => self.exited = Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                _ => break,
+        let mut worst = None;
+        for i in self.targets() {
+            let status =
+                self.nodes[i].wait_exit(deadline.saturating_duration_since(Instant::now()))?;
+            if worst.is_none_or(|w: ExitStatus| w.success()) {
+                worst = Some(status);
             }
         }
-        self.exited
+        worst
+    }
+
+    /// [`Server::wait_exit`] for node `i` alone.
+    pub fn wait_exit_node(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        self.nodes[i].wait_exit(timeout)
     }
 
     /// After the process has exited: what it wrote to stdout after `listening on ADDR`.
     pub fn stdout_after_listening(&self) -> Vec<u8> {
-        // The pipe reaches EOF when the process is gone; wait a little for the thread.
-        let _ = self.stdout_done.recv_timeout(Duration::from_secs(2));
-        self.stdout_rest.lock().expect("stdout buffer lock").clone()
+        self.targets()
+            .flat_map(|i| self.nodes[i].stdout_after_listening())
+            .collect()
     }
 
-    /// What the server has written to stderr so far (bounded; see `HEAD`/`TAIL`).
+    /// What the server has written to stderr so far (bounded; see `process.rs`). In a
+    /// cluster, every node's, each under a heading.
     pub fn stderr_text(&self) -> String {
-        self.stderr.lock().expect("stderr buffer lock").text()
+        if self.nodes.len() == 1 {
+            return self.nodes[0].stderr_text();
+        }
+        (0..self.nodes.len())
+            .map(|i| format!("--- node {i} ---\n{}", self.node_stderr(i)))
+            .collect()
     }
 
-    /// How many panics the server reported on stderr so far, in all of it (not only the
-    /// part kept for messages), with the first of them.
+    /// What node `i` has written to stderr so far.
+    pub fn node_stderr(&self, i: usize) -> String {
+        self.nodes[i].stderr_text()
+    }
+
+    /// How many panics the server (in a cluster: any node) reported on stderr so far, in all
+    /// of it (not only the part kept for messages), with the first of them.
     pub fn panics(&self) -> (usize, Vec<String>) {
-        let captured = self.stderr.lock().expect("stderr buffer lock");
-        (captured.panics, captured.panic_lines.clone())
+        let mut count = 0;
+        let mut lines = Vec::new();
+        for node in &self.nodes {
+            let (n, l) = node.panics();
+            count += n;
+            lines.extend(l);
+        }
+        (count, lines)
     }
 
     /// Asserts that nothing in the server panicked (a thread-per-client server survives a
@@ -531,16 +464,8 @@ impl Server {
     /// stderr written so far; after the process is gone, all of it.
     #[track_caller]
     pub fn assert_no_panic(&self) {
-        if self.exited.is_some() {
-            // The pipe reaches EOF when the process is gone: wait (briefly) for the thread.
-            let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
-        }
-        let (count, lines) = self.panics();
-        if count > 0 {
-            panic!(
-                "the server panicked {count} time(s) (see its stderr below), first:\n  {}",
-                lines.join("\n  ")
-            );
+        for node in &self.nodes {
+            node.assert_no_panic();
         }
     }
 
@@ -549,31 +474,10 @@ impl Server {
     #[track_caller]
     pub fn finish(mut self) {
         self.assert_alive();
-        self.kill();
+        for node in &mut self.nodes {
+            node.kill();
+        }
         self.assert_no_panic();
-    }
-
-    /// Kills the process (if it still runs), reaps it and waits briefly for its stderr.
-    fn kill(&mut self) {
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            self.exited = self.child.wait().ok();
-        }
-        let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- server `{}` (pid {}) stderr ---\n{}--- end of server stderr ---",
-                self.command,
-                self.child.id(),
-                self.stderr_text()
-            );
-        }
     }
 }
 
@@ -599,39 +503,6 @@ mod tests {
         ] {
             assert!(parse_listening_line(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn panics_are_found_in_all_of_stderr_even_split_across_reads() {
-        let mut c = Captured::default();
-        c.push(&vec![b'h'; HEAD]);
-        c.push(&vec![b'm'; TAIL]);
-        c.push(b"\nthread 'main' pan");
-        c.push(b"icked at src/lib.rs:1:1:\nboom\n");
-        c.push(&vec![b'z'; 2 * TAIL]);
-        assert_eq!(c.panics, 1);
-        assert!(
-            c.panic_lines[0].starts_with("thread 'main' panicked at src/lib.rs"),
-            "{:?}",
-            c.panic_lines
-        );
-        assert!(
-            !c.tail.iter().any(|&b| b == b'p'),
-            "the panic is out of the tail"
-        );
-        assert!(c.text().contains("1 panic(s)"));
-    }
-
-    #[test]
-    fn captured_stderr_keeps_head_and_tail() {
-        let mut c = Captured::default();
-        c.push(&vec![b'h'; HEAD]);
-        c.push(&vec![b'm'; 3 * TAIL]);
-        c.push(b"the end");
-        let text = c.text();
-        assert!(text.starts_with("hhh"));
-        assert!(text.ends_with("the end"));
-        assert!(text.contains(&format!("{} bytes of stderr left out", 2 * TAIL + 7)));
     }
 
     /// Writes an executable shell script standing in for a server.

@@ -24,7 +24,15 @@
 //!   after the departure was published, so nobody can be announced under it first.
 //! - **Leases.** Every node says it is alive every [`HEARTBEAT`] on the presence channel. A
 //!   node not heard from for [`LEASE`] is lost: every other node announces its members as
-//!   `* NICK left ROOM (node lost)` to its own members, and releases their nicks.
+//!   `* NICK left ROOM (node lost)` to its own members, and releases their nicks. "For
+//!   `LEASE`" is measured in the time a node has *heard up to* — when it sent the last of its
+//!   own heartbeats that came back to it — not by the clock: a node whose input lags behind
+//!   slow readers has not heard yet what the others said meanwhile.
+//! - **Publish before you reply.** A line for a local client that is queued while actions
+//!   for the broker are outstanding waits for them (`server/cluster.rs`, the fences): what a
+//!   client has read, the cluster knows, so whatever it does next on another node finds it
+//!   there. And a node's queue for the broker is bounded ([`BROKER_QUEUE`]): its clients'
+//!   input waits while it is full, as for a slow recipient.
 //! - **No broker, no cluster.** While the broker is unreachable a node serves its own clients:
 //!   rooms work among its own members, what it publishes is lost (the stage counts it), claims
 //!   wait, and leases are not judged (silence means nothing then). When the broker is back, the
@@ -50,6 +58,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A node not heard from for this long is lost: its members are announced as having left.
 pub const LEASE: Duration = Duration::from_secs(5);
+
+/// What a node may have queued for its broker, roughly, in bytes, before the input of its
+/// clients waits: the broker is one more recipient of a node's lines, and flow control
+/// (rule 2) applies to it too. A burst that publishes faster than the broker takes it waits in
+/// the sender's socket, not in the node's memory.
+pub const BROKER_QUEUE: usize = 64 * 1024;
 
 /// The reason a lost node's members leave with: `* NICK left ROOM (node lost)`.
 pub const NODE_LOST: &str = "node lost";

@@ -1,7 +1,7 @@
 //! A hub's cluster half: what it publishes, claims and releases, and how it applies what
 //! the other nodes say.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::{Channel, ClusterAction, Message, Mirror, NodeId, PresenceRecord, Remote, NODE_LOST};
@@ -17,6 +17,90 @@ pub enum Grant {
     Ask,
 }
 
+/// What a node must still do on the broker, oldest first, and about what that holds in
+/// memory: a node reads its clients only while this stays under [`super::BROKER_QUEUE`] (see
+/// `Server::poll_cluster`), so a burst of messages waits in the senders' sockets, not here.
+#[derive(Debug, Default)]
+pub(crate) struct Outgoing {
+    /// The actions.
+    actions: VecDeque<ClusterAction>,
+    /// What they hold, by [`cost`].
+    bytes: usize,
+    /// Actions ever queued.
+    pushed: u64,
+    /// The number (in `pushed`'s count) of the last action that lines to clients may depend
+    /// on: all but heartbeats, presence loads and resumes, which tell no client anything.
+    telling: u64,
+}
+
+impl Outgoing {
+    /// Queues an action last.
+    pub(crate) fn push_back(&mut self, action: ClusterAction) {
+        self.push_quiet(action);
+        self.telling = self.pushed;
+    }
+
+    /// Queues an action last that no line to a client depends on (see `telling`).
+    pub(crate) fn push_quiet(&mut self, action: ClusterAction) {
+        self.bytes += cost(&action);
+        self.pushed += 1;
+        self.actions.push_back(action);
+    }
+
+    /// The oldest action.
+    pub(crate) fn pop_front(&mut self) -> Option<ClusterAction> {
+        let action = self.actions.pop_front()?;
+        self.bytes -= cost(&action);
+        Some(action)
+    }
+
+    /// Forgets every action; says how many there were.
+    pub(crate) fn clear(&mut self) -> u64 {
+        let n = self.actions.len() as u64;
+        self.actions.clear();
+        self.bytes = 0;
+        n
+    }
+
+    /// How many actions were ever queued.
+    pub(crate) fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// How many actions must be done before a line queued now may be written: up to the last
+    /// one that tells the other nodes something.
+    pub(crate) fn telling(&self) -> u64 {
+        self.telling
+    }
+
+    /// What the queued actions hold, roughly, in bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// What one queued action holds, roughly: its text, plus the action itself and its buffers'
+/// headers.
+fn cost(action: &ClusterAction) -> usize {
+    const ACTION: usize = 128;
+    let record = |r: &PresenceRecord| match r {
+        PresenceRecord::Set { key, value } => key.len() + value.len(),
+        PresenceRecord::Delete { key, .. } => key.len(),
+    };
+    ACTION
+        + match action {
+            ClusterAction::Publish {
+                message, record: r, ..
+            } => message.len() + r.as_ref().map_or(0, record),
+            ClusterAction::Record(r) => record(r),
+            ClusterAction::Claim { nick, .. } | ClusterAction::Reclaim { nick } => nick.len(),
+            ClusterAction::Release { key, .. } => key.len(),
+            ClusterAction::Subscribe(Channel::Room(room))
+            | ClusterAction::Unsubscribe(Channel::Room(room)) => room.len(),
+            _ => 0,
+        }
+}
+
 /// A hub's cluster half: who this node is, what it knows of the others, and what it must tell
 /// the broker.
 #[derive(Debug)]
@@ -26,13 +110,26 @@ pub struct Node {
     /// Every remote member and node.
     pub(crate) mirror: Mirror,
     /// What to do on the broker, oldest first.
-    pub(crate) out: std::collections::VecDeque<ClusterAction>,
+    pub(crate) out: Outgoing,
     /// Answers to claims, by client: the lowercased nick and whether it was granted.
     pub(crate) grants: crate::hub::IdMap<(String, bool)>,
     /// Clients that arrived and wait for their `guestN`.
     pub(crate) arriving: crate::hub::IdSet,
     /// Whether the broker is reachable (as the stage last said).
     pub(crate) up: bool,
+    /// How many of the actions ever queued the stage has carried out (or given up), in order
+    /// (`Server::broker_done`): a line queued for a client after action N is written only once
+    /// N is done (see `server/cluster.rs`).
+    pub(crate) done: u64,
+    /// Clients with lines that wait for the broker.
+    pub(crate) fenced: Vec<crate::ClientId>,
+    /// When this node queued each of its heartbeats not heard back yet, oldest first.
+    pub(crate) beats: VecDeque<Instant>,
+    /// How far this node has heard: when it sent the last of its own heartbeats that came
+    /// back to it through the broker. Leases are judged in this time, not the clock's: a node
+    /// whose input lags (a backlog behind slow readers, input held by flow control) has not
+    /// heard yet what the others said since, and must not take their silence for death.
+    pub(crate) heard: Option<Instant>,
 }
 
 impl Node {
@@ -41,10 +138,14 @@ impl Node {
         Self {
             id,
             mirror: Mirror::default(),
-            out: std::collections::VecDeque::new(),
+            out: Outgoing::default(),
             grants: crate::hub::IdMap::default(),
             arriving: crate::hub::IdSet::default(),
             up: false,
+            done: 0,
+            fenced: Vec::new(),
+            beats: VecDeque::new(),
+            heard: None,
         }
     }
 
@@ -76,6 +177,23 @@ impl Node {
             }
             .encode(),
         }
+    }
+
+    /// Publishes a heartbeat, and remembers when, to know how far it has heard once it comes
+    /// back (see [`Node::heard`]). A node that heard none of the last minute's keeps the
+    /// latest: it is far behind anyway.
+    fn beat(&mut self, now: Instant) {
+        const KEPT: usize = 64;
+        if self.beats.len() == KEPT {
+            self.beats.pop_front();
+        }
+        self.beats.push_back(now);
+        let message = Message::Alive { node: self.id }.encode();
+        self.out.push_quiet(ClusterAction::Publish {
+            channel: Channel::Presence,
+            message,
+            record: None,
+        });
     }
 
     /// A local member said `text` to `room`: once on the room's channel.
@@ -343,9 +461,18 @@ impl crate::hub::Hub {
         };
         let node = message.node();
         if node == cluster.id {
+            // Its own heartbeat, back through the broker: it has heard everything published
+            // before it was sent.
+            if matches!(message, Message::Alive { .. }) {
+                if let Some(sent) = cluster.beats.pop_front() {
+                    cluster.heard = Some(sent);
+                }
+            }
             return;
         }
-        cluster.mirror.nodes.insert(node, now);
+        // Heard in this node's own time (see `Node::heard`): it spoke after that.
+        let heard = cluster.heard.unwrap_or(now);
+        cluster.mirror.nodes.insert(node, heard);
         match message {
             Message::Alive { .. } => {}
             Message::Enter { nick, room, .. } => {
@@ -462,6 +589,21 @@ impl crate::hub::Hub {
             return;
         };
         let own = cluster.id;
+        // Records of this node's own that name nobody here any more: members that left while
+        // the broker was unreachable (their departure, its record's deletion and the release
+        // of their nick were lost). Told now, or the others would show them for ever and
+        // nobody could take their nicks.
+        let mut stale: Vec<Remote> = records
+            .iter()
+            .filter_map(|(key, value)| Some((key, Remote::decode(value)?)))
+            .filter(|(key, r)| r.node == own && !self.nicks.contains_key(key.as_str()))
+            .map(|(_, r)| r)
+            .collect();
+        stale.sort_by(|a, b| a.nick.cmp(&b.nick));
+        for r in stale {
+            cluster.leave(&r.nick, &r.room, None, false);
+            cluster.release(&r.nick);
+        }
         let fresh: HashMap<String, Remote> = records
             .iter()
             .filter_map(|(key, value)| Some((key.clone(), Remote::decode(value)?)))
@@ -470,7 +612,7 @@ impl crate::hub::Hub {
         let old = std::mem::take(&mut cluster.mirror);
         let mut nodes = old.nodes.clone();
         for r in fresh.values() {
-            nodes.entry(r.node).or_insert(now);
+            nodes.entry(r.node).or_insert(cluster.heard.unwrap_or(now));
         }
         let mut mirror = Mirror {
             nodes,
@@ -509,17 +651,16 @@ impl crate::hub::Hub {
     }
 
     /// Says this node is alive, on the presence channel (every [`HEARTBEAT`]).
-    pub fn alive(&mut self) {
+    pub fn alive(&mut self, now: Instant) {
         if let Some(cluster) = &mut self.cluster {
-            let id = cluster.id;
-            cluster.publish(Channel::Presence, Message::Alive { node: id }, None);
+            cluster.beat(now);
         }
     }
 
     /// The broker's messages may be offered again.
     pub fn resume_broker(&mut self) {
         if let Some(cluster) = &mut self.cluster {
-            cluster.out.push_back(ClusterAction::ResumeBroker);
+            cluster.out.push_quiet(ClusterAction::ResumeBroker);
         }
     }
 
@@ -537,8 +678,10 @@ impl crate::hub::Hub {
             return;
         };
         cluster.up = true;
-        cluster.out.clear(); // what was queued while down is lost (the stage counted it)
-                             // Silence while this node could not hear means nothing: everybody gets a fresh lease.
+        // What was queued while down is lost (the stage counted it): settled, as far as the
+        // lines waiting for it are concerned.
+        cluster.done += cluster.out.clear();
+        // Silence while this node could not hear means nothing: everybody gets a fresh lease.
         for seen in cluster.mirror.nodes.values_mut() {
             *seen = now;
         }
@@ -559,9 +702,10 @@ impl crate::hub::Hub {
                 .push_back(ClusterAction::Reclaim { nick: nick.clone() });
             cluster.enter(&nick, &room, false);
         }
-        cluster.out.push_back(ClusterAction::LoadPresence);
-        let id = cluster.id;
-        cluster.publish(Channel::Presence, Message::Alive { node: id }, None);
+        cluster.out.push_quiet(ClusterAction::LoadPresence);
+        cluster.beats.clear(); // those on their way were lost
+        cluster.heard = Some(now);
+        cluster.beat(now);
     }
 
     /// The broker is unreachable: what this node publishes is lost until it is back.

@@ -403,8 +403,11 @@ pub fn sigterm_with_hard_clients(t: &Target) {
     const FLOOD_LINE: usize = 100;
     /// How much the flooder has sent before the signal.
     const FLOODED_FIRST: usize = 1 << 20;
+    // In a cluster, one node is stopped with all the clients on it: see
+    // `sigterm_shuts_down_cleanly`.
     let mut server = t.start(Options {
         outbox_bytes: Some(16 << 20),
+        one_node: true,
         ..Options::default()
     });
     let mut late = small_window_client(&server, "late reader");

@@ -14,6 +14,9 @@
 //!   sender that never stops; readers are never cut, memory stays bounded.
 //! - [`closing`]: *Closing* and shutdown: talking after `/quit`, half-closes, churn and the
 //!   causal order of notices, SIGTERM with clients that make it hard.
+//! - [`cluster`]: a cluster of nodes (`Mode::Cluster`): what only several nodes can break —
+//!   nicks, `guestN`, `/msg`, `/who`, counts and order across nodes; a node killed, the broker
+//!   restarted, one node stopped.
 //! - [`edges`]: the edges of the protocol over real TCP: `\r` and `\n` in separate reads,
 //!   the limit with a `\r`, `/msg` to oneself, case rules, the list cap, urgent data, a
 //!   burst of connects against the backlog.
@@ -34,6 +37,7 @@
 pub mod alone;
 pub mod backlog;
 pub mod closing;
+pub mod cluster;
 pub mod edges;
 pub mod flow;
 pub mod limits;
@@ -43,6 +47,7 @@ pub mod stress;
 pub use alone::*;
 pub use backlog::*;
 pub use closing::*;
+pub use cluster::*;
 pub use edges::*;
 pub use flow::*;
 pub use limits::*;
