@@ -17,6 +17,8 @@ Commands (standard library only, Python 3.9+):
   check_book.py stale REPO             fail when a stage crate, or a crate the
                                        stages are built from, changed after the
                                        git revision of the results the book quotes
+                                       (its tests/, benches/ and examples/ aside:
+                                       they are not in the measured binary)
   check_book.py browser BUILD_DIR [PAGE...] [--screenshots DIR]
                                        open every chapter (or PAGE, e.g. comparison)
                                        in headless Chromium, save a screenshot of
@@ -213,6 +215,8 @@ SOURCE_GLOB = "book/src/generated/**/source.md"
 SOURCE_ROW_RE = re.compile(r"^\|\s*(results|git revision)\s*\|\s*`([^`]+)`\s*\|", re.M)
 # crates/NN-name: the stages (00 is the count() example, not a stage).
 STAGE_DIR_RE = re.compile(r"^crates/(\d\d)-[^/]+$")
+# The parts of a crate that its release binary does not contain.
+UNMEASURED_PART_RE = re.compile(r"^crates/[^/]+/(tests|benches|examples)/")
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
@@ -256,6 +260,10 @@ def rerun_command(results: str) -> str:
     if results.startswith("results/c10k"):
         return ("scripts/compare.sh --full --no-peer --scenarios idle --out results/c10k, "
                 "then scripts/book-results.sh")
+    if results.startswith("results/unpinned"):
+        return ("scripts/compare.sh --no-peer --no-baseline --stages threads,epoll,tokio-ct,tokio-mt "
+                "--scenarios chat,flood --cpu none --server-cpu none --out results/unpinned, "
+                "then scripts/book-results.sh")
     return "scripts/compare.sh, then scripts/book-results.sh results/<the new run>"
 
 
@@ -281,6 +289,8 @@ def check_stale(repo: Path) -> list[str]:
                             f"repository's history: rerun {rerun_command(results)}")
             continue
         changed = _git(repo, "diff", "--name-only", rev, "HEAD", "--", *measured).stdout.split()
+        # A crate's tests, benches and examples are not in the binary a run measured.
+        changed = [f for f in changed if not UNMEASURED_PART_RE.match(f)]
         checked += 1
         stale = [folder for folder in sorted(measured)
                  if any(f.startswith(folder + "/") for f in changed)]
@@ -676,6 +686,9 @@ def self_test_stale(repo: Path) -> list[str]:
     write("crates/00-count/src/lib.rs", "// v2\n")
     commit("count")
     _expect(problems, "stale, an unmeasured crate changed", bool(check_stale(repo)), False)
+    write("crates/05-epoll/tests/conformance.rs", "// v2\n")
+    commit("a stage's test")
+    _expect(problems, "stale, only a stage's tests changed", bool(check_stale(repo)), False)
     write("crates/chat-net/src/lib.rs", "// v2\n")
     commit("net")
     found = check_stale(repo)

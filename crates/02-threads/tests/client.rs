@@ -7,145 +7,14 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // in a test, a panic is a failed test
 
-use std::io::{self, BufReader, Cursor, Read, Write};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use chat_client::script::{self, Options, Outcome};
 use chat_client::Ending;
+use chat_testkit::scripted::Run;
 use chat_testkit::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-threads");
 
-/// The longest any one step waits.
-const STEP: Duration = Duration::from_secs(10);
-
 fn start() -> Server {
     Server::start(BIN, &["--addr".into(), "127.0.0.1:0".into()], None)
-}
-
-/// Script input the test writes as it goes: lines sent on a channel; dropping the sender
-/// is the end of the input.
-struct Feed {
-    lines: mpsc::Receiver<Vec<u8>>,
-    pending: Cursor<Vec<u8>>,
-}
-
-impl Read for Feed {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let n = self.pending.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            match self.lines.recv() {
-                Ok(bytes) => self.pending = Cursor::new(bytes),
-                Err(_) => return Ok(0),
-            }
-        }
-    }
-}
-
-/// Output the test can look at while the run goes on.
-#[derive(Clone, Default)]
-struct Screen(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Screen {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Screen {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    #[track_caller]
-    fn wait_contains(&self, needle: &str) -> String {
-        let deadline = Instant::now() + STEP;
-        loop {
-            let text = self.text();
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited for {needle:?}; got {text:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-/// One client's script run on a thread of its own.
-struct Run {
-    /// `None` once the input has ended.
-    input: Option<mpsc::Sender<Vec<u8>>>,
-    out: Screen,
-    err: Screen,
-    done: mpsc::Receiver<Outcome>,
-}
-
-impl Run {
-    /// Starts a run whose input the test feeds with [`Run::send`].
-    fn fed(server: &Server) -> Run {
-        let (tx, lines) = mpsc::channel();
-        let feed = Feed {
-            lines,
-            pending: Cursor::new(Vec::new()),
-        };
-        let mut run = Run::with_input(server, BufReader::new(feed));
-        run.input = Some(tx);
-        run
-    }
-
-    /// Starts a run of a fixed script.
-    fn script(server: &Server, lines: &str) -> Run {
-        Run::with_input(server, Cursor::new(lines.as_bytes().to_vec()))
-    }
-
-    fn with_input(server: &Server, input: impl io::BufRead + Send + 'static) -> Run {
-        let (out, err) = (Screen::default(), Screen::default());
-        let (tx, done) = mpsc::channel();
-        let addr = server.addr().to_string();
-        let (o, e) = (out.clone(), err.clone());
-        thread::spawn(move || {
-            let options = Options {
-                quiet: Duration::from_millis(300),
-                colour: false,
-            };
-            let _ = tx.send(script::connect_and_run(&addr, input, o, e, &options));
-        });
-        Run {
-            input: None,
-            out,
-            err,
-            done,
-        }
-    }
-
-    fn send(&self, lines: &str) {
-        let input = self.input.as_ref().expect("a fed run whose input is open");
-        input.send(lines.as_bytes().to_vec()).unwrap();
-    }
-
-    /// Waits (bounded) for the run to end.
-    #[track_caller]
-    fn outcome(&mut self) -> Outcome {
-        self.done.recv_timeout(STEP).unwrap_or_else(|_| {
-            panic!(
-                "the run did not end\nout: {:?}\nerr: {:?}",
-                self.out.text(),
-                self.err.text()
-            )
-        })
-    }
 }
 
 /// Asserts that `needles` occur in `text` in this order.

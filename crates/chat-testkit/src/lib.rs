@@ -110,6 +110,7 @@ mod garbage;
 mod parse;
 mod process;
 pub mod procfs;
+pub mod scripted;
 mod server;
 
 pub use client::{
