@@ -32,8 +32,8 @@ Beside it, what the kernel holds for the same connections, which no concurrency 
         --json results/idle-rss/run.json --markdown book/src/generated/idle-bytes.md
     python3 scripts/idle_rss.py --from-json results/idle-rss/run.json --markdown FILE
 
-`--stages` takes labels of scripts/lib/stages.sh (the scripts' one stage table) and runs the
-binaries of `--bin-dir` (default: $CARGO_TARGET_DIR/release, or target/release). Runs are
+`--stages` takes labels of scripts/lib/stages.sh (the scripts' one stage table), or `asyncio` for
+the baseline, and runs the binaries of `--bin-dir` (default: $CARGO_TARGET_DIR/release, or target/release). Runs are
 interleaved (every server once, then every server again) and each figure is the median of
 `--runs`. The server runs on `--server-cpu` (default 0) and this script on `--client-cpu`
 (default 1): the generator is never on the server's core. Needs root for /proc/slabinfo (the
@@ -65,7 +65,8 @@ PAGE = os.sysconf("SC_PAGESIZE")
 # it has no epoll entries).
 SOCKET_CACHES = ["TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi", "eventpoll_pwq"]
 
-DEFAULT_STAGES = ["epoll", "mio", "futures", "tokio-ct", "tokio-mt", "async-std", "smol"]
+DEFAULT_STAGES = ["epoll", "mio", "futures", "tokio-ct", "tokio-mt", "async-std", "smol", "io-uring",
+                  "asyncio"]
 
 
 def stage_table():
@@ -434,6 +435,9 @@ def main():
         bin_dir = args.bin_dir or os.path.join(
             os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release")
         for label in labels:
+            if label == "asyncio":  # the baseline is a script, not a stage binary
+                servers.append((label, [os.path.join(REPO, "baseline", "asyncio_chat.py")]))
+                continue
             binary, extra = table[label]
             servers.append((label, [os.path.join(bin_dir, binary)] + extra))
     for command in args.server:
@@ -469,6 +473,8 @@ def main():
         os.makedirs(args.heaptrack, exist_ok=True)
         n = max(args.clients)
         for label, command in servers:
+            if label == "asyncio":
+                continue  # heaptrack sees CPython's allocator, not the chat's objects
             data = os.path.join(args.heaptrack, label)
             r = measure(command, n, args.room_size, args.server_cpu, args.settle, heaptrack=data)
             accounts[label] = {"clients": n, "sites": r["heap_sites"]}

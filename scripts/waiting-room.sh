@@ -67,6 +67,9 @@ show "all $clients clients connected"
 echo
 echo "client 1 types /quit"
 echo "/quit" >&11
+# And closes its end, as a client that is done does: the server writes `* bye`, then waits for
+# the client's end of stream (at most its close grace) before it lets the connection go.
+exec 11>&-
 show "one second after client 1 quit"
 
 for i in $(seq 1 "$clients"); do

@@ -41,6 +41,16 @@ pub fn ms(us: u64) -> String {
     }
 }
 
+/// A latency figure of `l`, or "-" when nothing was measured (a stage that delivered nothing
+/// has no latency, not one of 0 ms).
+pub fn lat(l: &crate::result::Latency, us: u64) -> String {
+    if l.count == 0 {
+        "-".into()
+    } else {
+        ms(us)
+    }
+}
+
 /// Bytes, human-sized.
 pub fn bytes(b: f64) -> String {
     if b.abs() >= 1024.0 * 1024.0 {

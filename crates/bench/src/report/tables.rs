@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::format::{self, bytes, cpu_us, ms, ready_cell, si};
+use super::format::{self, bytes, cpu_us, lat, ms, ready_cell, si};
 use super::Loaded;
 use crate::knee::Verdict;
 use crate::result::{RunResult, Step};
@@ -223,9 +223,9 @@ pub(super) fn scenario_table(l: &Loaded, s: Scenario) -> String {
                         si(r.deliveries_per_sec),
                         format!(
                             "{} · {} · {}",
-                            ms(r.latency_us.p50),
-                            ms(r.latency_us.p99),
-                            ms(r.latency_us.max)
+                            lat(&r.latency_us, r.latency_us.p50),
+                            lat(&r.latency_us, r.latency_us.p99),
+                            lat(&r.latency_us, r.latency_us.max)
                         ),
                         format::correctness(r),
                         server_cpu(r),
@@ -245,7 +245,7 @@ pub(super) fn scenario_table(l: &Loaded, s: Scenario) -> String {
                 ],
                 |r| {
                     vec![
-                        ms(r.latency_us.p999),
+                        lat(&r.latency_us, r.latency_us.p999),
                         r.unsent.to_string(),
                         peak_rss(r),
                         threads(r),
@@ -271,7 +271,7 @@ pub(super) fn scenario_table(l: &Loaded, s: Scenario) -> String {
                 vec![
                     format!("{} of {}", x.slow_dropped, x.slow_clients),
                     x.readers_dropped.to_string(),
-                    ms(r.latency_us.p99),
+                    lat(&r.latency_us, r.latency_us.p99),
                     format::correctness(r),
                     peak_rss(r),
                 ]
@@ -295,10 +295,10 @@ pub(super) fn scenario_table(l: &Loaded, s: Scenario) -> String {
                     c.failed.to_string(),
                     format!(
                         "{} · {}",
-                        ms(c.time_to_welcome_us.p50),
-                        ms(c.time_to_welcome_us.p99)
+                        lat(&c.time_to_welcome_us, c.time_to_welcome_us.p50),
+                        lat(&c.time_to_welcome_us, c.time_to_welcome_us.p99)
                     ),
-                    ms(r.latency_us.p99),
+                    lat(&r.latency_us, r.latency_us.p99),
                     format::correctness(r),
                 ]
             },
@@ -320,7 +320,7 @@ pub(super) fn scenario_table(l: &Loaded, s: Scenario) -> String {
                     ready_cell(r),
                     r.connect.timed_out.to_string(),
                     format!("{} · {} · {}", ms(w.p50), ms(w.p99), ms(w.max)),
-                    ms(r.latency_us.p99),
+                    lat(&r.latency_us, r.latency_us.p99),
                     format::correctness(r),
                 ]
             },
