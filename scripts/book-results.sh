@@ -127,6 +127,8 @@ for stage in index.get("stages", []):
         # too noisy to divide by the clients (the report leaves it out too).
         text = f"{memory} ({f.get('idle.clients', '?')} idle clients)"
     cells[label] = text
+    if stage.get("baseline"):
+        continue  # the baseline has its memory row, but no stage chapter
     binary = stage["command"].split()[0].rsplit("/", 1)[-1]
     by_bin.setdefault(binary, []).append((label, text))
 for binary, rows in by_bin.items():

@@ -162,7 +162,6 @@ def main():
         ramp_s = time.monotonic() - started
         sampler.stop.set()
         idle = [json.load(open(o)) for o in outs if os.path.exists(o)]
-        held = {p.pid: rss_kib(p.pid) for p, _ in nodes}
         results["idle"] = {
             "wall_s": ramp_s,
             "connected": sum(r.get("connect", {}).get("connected", 0) for r in idle),
@@ -174,6 +173,8 @@ def main():
             "per_generator": idle,
         }
         per_node = a.clients / a.nodes
+        results["idle"]["connect_s"] = max(
+            (r.get("connect", {}).get("duration_s", 0.0) for r in idle), default=0.0)
         results["nodes_rss"] = [
             {"addr": addr, "peak_kib": sampler.peak[p.pid], "base_kib": base[p.pid][0],
              "per_connection_bytes": (sampler.peak[p.pid] - base[p.pid][0]) * 1024 / per_node}
@@ -235,8 +236,11 @@ def main():
         f"| clients connected, welcomed | {i['connected']:,}, {i['welcomed']:,} of {a.clients:,} |",
         f"| one message per room, deliveries | {i['delivered']:,} of {i['expected']:,} expected: "
         f"{i['lost']:,} lost, {i['duplicated']:,} duplicated |",
-        f"| connect ramp, all generators | {i['wall_s']:.0f} s |",
-        f"| node RSS per connection | {min(rss):.0f}–{max(rss):.0f} bytes (peak RSS growth ÷ its clients) |",
+        f"| connect ramp (the slowest generator) | {i['connect_s']:.0f} s, "
+        f"{a.clients / max(i['connect_s'], 0.001):,.0f} connects/s in all |",
+        f"| idle scenario, start to end (ramp, silence, one message per room) | {i['wall_s']:.0f} s |",
+        f"| node peak RSS per connection, during the ramp | {min(rss):,.0f}–{max(rss):,.0f} bytes "
+        "(every join is a notice to the room's other members, on every node) |",
         f"| Redis peak RSS, CPU | {results['redis']['peak_rss_kib'] / 1024:.0f} MiB, "
         f"{results['redis']['cpu_s_total']:.1f} s |",
         f"| cross-node chat: {c['messages_per_s']:,.0f} messages/s in all | p50 {us(c['p50_us'])}, "
