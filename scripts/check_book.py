@@ -212,7 +212,7 @@ def check_html(build: Path) -> list[str]:
 
 # The results the book quotes: book-results.sh writes one source.md per run.
 SOURCE_GLOB = "book/src/generated/**/source.md"
-SOURCE_ROW_RE = re.compile(r"^\|\s*(results|git revision)\s*\|\s*`([^`]+)`\s*\|", re.M)
+SOURCE_ROW_RE = re.compile(r"^\|\s*(results|git revision|stages)\s*\|\s*`([^`]+)`\s*\|", re.M)
 # crates/NN-name: the stages (00 is the count() example, not a stage).
 STAGE_DIR_RE = re.compile(r"^crates/(\d\d)-[^/]+$")
 # The parts of a crate that its release binary does not contain.
@@ -232,10 +232,12 @@ def _package(manifest: Path) -> tuple[str | None, list[str]]:
     return (name.group(1) if name else None), chat
 
 
-def measured_crates(repo: Path) -> dict[str, str]:
+def measured_crates(repo: Path, binaries: set[str] | None = None) -> dict[str, str]:
     """Every crate whose code a benchmark result measures: the stages
     (crates/NN-*, NN > 00) and the `chat-*` crates they are built from
-    (chat-core, chat-net, ...). Maps its folder to a description."""
+    (chat-core, chat-net, ...). With `binaries`, only the stages whose package
+    (= binary) is one of them, and what those are built from. Maps its folder
+    to a description."""
     crates = {}
     by_name = {}
     for manifest in sorted((repo / "crates").glob("*/Cargo.toml")):
@@ -244,7 +246,7 @@ def measured_crates(repo: Path) -> dict[str, str]:
         if name:
             by_name[name] = folder
         m = STAGE_DIR_RE.match(folder)
-        if m and m.group(1) != "00":
+        if m and m.group(1) != "00" and (binaries is None or name in binaries):
             crates[folder] = (f"the stage {name}", deps)
     measured = {folder: what for folder, (what, _) in crates.items()}
     for folder, (what, deps) in crates.items():
@@ -256,10 +258,30 @@ def measured_crates(repo: Path) -> dict[str, str]:
     return measured
 
 
+def run_binaries(repo: Path, results: str, rows: dict[str, str]) -> set[str] | None:
+    """The stage binaries a quoted run measured: its source.md's `stages` row
+    (binaries, comma-separated), or the commands in its run.json; None when
+    neither says (then every stage counts)."""
+    if "stages" in rows:
+        return {b.strip() for b in rows["stages"].split(",") if b.strip()}
+    index = repo / results / "run.json"
+    if index.is_file():
+        try:
+            stages = json.loads(index.read_text(encoding="utf-8")).get("stages", [])
+        except ValueError:
+            return None
+        found = {st["command"].split()[0].rsplit("/", 1)[-1] for st in stages
+                 if st.get("command") and not st.get("peer") and not st.get("baseline")}
+        return found or None
+    return None
+
+
 def rerun_command(results: str) -> str:
     if results.startswith("results/c10k"):
         return ("scripts/compare.sh --full --no-peer --scenarios idle --out results/c10k, "
                 "then scripts/book-results.sh")
+    if results.startswith("results/cluster"):
+        return "scripts/cluster.sh (it rewrites book/src/generated/cluster/)"
     if results.startswith("results/unpinned"):
         return ("scripts/compare.sh --no-peer --no-baseline --stages threads,epoll,tokio-ct,tokio-mt "
                 "--scenarios chat,flood --cpu none --server-cpu none --out results/unpinned, "
@@ -288,14 +310,16 @@ def check_stale(repo: Path) -> list[str]:
             problems.append(f"{where}: revision {rev} of {results} is not in this "
                             f"repository's history: rerun {rerun_command(results)}")
             continue
-        changed = _git(repo, "diff", "--name-only", rev, "HEAD", "--", *measured).stdout.split()
+        binaries = run_binaries(repo, results, rows)
+        crates = measured_crates(repo, binaries) if binaries else measured
+        changed = _git(repo, "diff", "--name-only", rev, "HEAD", "--", *crates).stdout.split()
         # A crate's tests, benches and examples are not in the binary a run measured.
         changed = [f for f in changed if not UNMEASURED_PART_RE.match(f)]
         checked += 1
-        stale = [folder for folder in sorted(measured)
+        stale = [folder for folder in sorted(crates)
                  if any(f.startswith(folder + "/") for f in changed)]
         if stale:
-            names = ", ".join(f"{folder} ({measured[folder]})" for folder in stale)
+            names = ", ".join(f"{folder} ({crates[folder]})" for folder in stale)
             problems.append(
                 f"{results}, quoted by {where}, is stale: measured at {rev}, and since then "
                 f"{names} changed; rerun {rerun_command(results)}")
@@ -704,6 +728,24 @@ def self_test_stale(repo: Path) -> list[str]:
           "| | |\n|---|---|\n| results | `results/run` |\n| git revision | `0123456789ab` |\n")
     commit("unknown revision")
     _expect(problems, "stale, a revision not in the history", bool(check_stale(repo)), True)
+    # A run that says which stages it measured is stale only for those (and what they are built
+    # from): the cluster stage changing does not make a run of chat-epoll stale.
+    write("crates/12-cluster/Cargo.toml",
+          '[package]\nname = "chat-cluster"\n\n[dependencies]\nchat-core.workspace = true\n')
+    write("crates/12-cluster/src/lib.rs", "// v1\n")
+    rev = commit("cluster")
+    write("book/src/generated/comparison/source.md",
+          f"| | |\n|---|---|\n| results | `results/run` |\n| git revision | `{rev}` |\n"
+          "| stages | `chat-epoll` |\n")
+    commit("results of chat-epoll only")
+    write("crates/12-cluster/src/lib.rs", "// v2\n")
+    commit("cluster changed")
+    _expect(problems, "stale, a stage the run did not measure changed", bool(check_stale(repo)), False)
+    write("crates/chat-core/src/lib.rs", "// v3\n")
+    commit("core changed")
+    found = check_stale(repo)
+    _expect(problems, "stale, a crate the run's stage is built from changed",
+            bool(found) and "crates/chat-core" in found[0] and "12-cluster" not in found[0], True)
     return problems
 
 
