@@ -2,7 +2,7 @@
 # Produces the protocol chapter's transcript from a real server: starts a stage
 # binary on 127.0.0.1 port 0, drives two clients through a short conversation
 # (what two people would type into `nc 127.0.0.1 7878`), checks every line the
-# server sends against PROTOCOL.md, and writes book/src/generated/transcript.md.
+# server sends against the specification (book/src/specification.md), and writes book/src/generated/transcript.md.
 #
 # The file has three anchors for the chapter: `timeline` (a step-by-step table)
 # and `terminal-1` / `terminal-2` (each screen as nc would show it, the typed
