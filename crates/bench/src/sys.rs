@@ -140,6 +140,24 @@ pub struct ProcSample {
     pub cpu_s: f64,
 }
 
+/// The server's figures once its memory has settled: a server may print `listening on` before
+/// it has set up everything it allocates once (stage 11 maps its 4 MiB ring of read buffers just
+/// after), and what it allocates then is not what its clients cost. Samples every 50 ms until
+/// two samples in a row agree on the RSS, for at most a second; `None` if the process is gone.
+pub fn settled_sample(pid: u32) -> Option<ProcSample> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let mut last = sample_process(pid).ok()?;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = sample_process(pid).ok()?;
+        if now.rss_kib == last.rss_kib {
+            return Some(now);
+        }
+        last = now;
+    }
+    Some(last)
+}
+
 /// Reads `/proc/PID/status` and `/proc/PID/stat`. Fails once the process is gone.
 pub fn sample_process(pid: u32) -> io::Result<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -300,7 +300,7 @@ impl Engine {
         }
         clients.extend((0..plan.churners).map(|_| Client::new(Kind::Churner)));
         let now = Instant::now();
-        let server_start = opts.server_pid.and_then(|p| sys::sample_process(p).ok());
+        let server_start = opts.server_pid.and_then(sys::settled_sample);
         Ok(Engine {
             core: Core {
                 epoch: now,
