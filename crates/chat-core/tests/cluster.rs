@@ -537,3 +537,29 @@ fn a_node_that_cannot_listen_does_not_declare_others_lost() {
     );
     assert_eq!(lines.iter().filter(|l| *l == "<guest1> x").count(), 5000);
 }
+
+/// An idle member of a cluster holds no buffer either: once the broker has carried out what its
+/// lines waited for, their fences are gone, and so is the queue that held them (see
+/// `Server::holds_buffers`, and `tests/server.rs` for a single node).
+#[test]
+fn an_idle_member_of_a_cluster_holds_no_buffer() {
+    let mut c = Cluster::new(2);
+    let a = c.connect(0);
+    let b = c.connect(1);
+    c.say(0, a, "/join rust");
+    c.say(1, b, "/join rust");
+    c.say(0, a, "hello");
+    c.say(1, b, "/nick bob");
+    assert!(
+        c.lines(1, b).contains(&"<guest1> hello".to_string()),
+        "{:?}",
+        c.lines(1, b)
+    );
+    for (n, id) in [(0, a), (1, b)] {
+        c.nodes[n].settle();
+        assert!(
+            !c.nodes[n].server.holds_buffers(id),
+            "client {id} on node {n} keeps a buffer while idle"
+        );
+    }
+}
