@@ -31,24 +31,11 @@ import sys
 import threading
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from stages import release_dir, stage_table, status_kib  # noqa: E402  (scripts/lib/stages.py)
 LINES = 32_768
 STAGES = ["select", "epoll", "mio", "futures", "tokio-ct", "tokio-mt", "async-std", "smol",
           "io-uring", "threads"]
-
-
-def stage_table():
-    """label -> (binary, flags), from scripts/lib/stages.sh (the scripts' one stage table)."""
-    script = f"source {REPO}/scripts/lib/stages.sh; stage_row() {{ echo \"$*\"; }}; stage_table"
-    rows = subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True).stdout
-    return {r.split()[0]: (r.split()[1], r.split()[2:]) for r in rows.splitlines() if r.strip()}
-
-
-def peak_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return None
 
 
 def burst(command):
@@ -68,7 +55,7 @@ def burst(command):
         sender.sendall(b"/nick " + b"n" * 24 + b"\n")
         for _, f in readers:  # the rename notice: everybody is in, and the nick is long
             f.readline()
-        before = peak_kib(server.pid)
+        before = status_kib(server.pid, "VmHWM")
         got, cut = [0] * 3, [None] * 3
 
         def read(i):
@@ -92,7 +79,7 @@ def burst(command):
         for t in threads:
             t.join()
         return {"received": got, "disconnected": cut, "peak_rss_kib_before": before,
-                "peak_rss_kib_after": peak_kib(server.pid)}
+                "peak_rss_kib_after": status_kib(server.pid, "VmHWM")}
     finally:
         server.terminate()
         server.wait()
@@ -105,7 +92,7 @@ def main():
     flags.add_argument("--stages", default=",".join(STAGES))
     a = flags.parse_args()
     dirs = [d.split("=", 1) for d in a.bin_dir] or [
-        ["after", os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release")]]
+        ["after", release_dir()]]
     table = stage_table()
     results = []
     for label in a.stages.split(","):

@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -30,21 +29,8 @@ import tempfile
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-
-
-def stage_table():
-    """(label, binary, flags) rows of scripts/lib/stages.sh, the scripts' one stage table."""
-    rows = []
-    with open(os.path.join(REPO, "scripts", "lib", "stages.sh")) as f:
-        for line in f:
-            m = re.match(r"\s*stage_row\s+(\S+)\s+(\S+)(.*)$", line)
-            if m:
-                rows.append((m.group(1), m.group(2), m.group(3).split()))
-    return rows
-
-
-def target_dir():
-    return os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from stages import release_dir, stage_table  # noqa: E402  (scripts/lib/stages.py)
 
 
 def start(program, args):
@@ -88,14 +74,14 @@ def one_run(bench, program, args, duration):
 def main():
     flags = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     flags.add_argument("--stages", default="all", help="comma-separated labels, or all")
-    flags.add_argument("--bin-dir", default=os.path.join(target_dir(), "release"))
+    flags.add_argument("--bin-dir", default=release_dir())
     flags.add_argument("--runs", type=int, default=4)
     flags.add_argument("--duration", type=int, default=10, help="measured seconds per run")
     flags.add_argument("--label", default="after", help="names the results folder")
     flags.add_argument("--baseline", action="store_true", help="also the asyncio baseline")
     a = flags.parse_args()
-    bench = os.path.join(target_dir(), "release", "chat-bench")
-    rows = stage_table()
+    bench = os.path.join(release_dir(), "chat-bench")
+    rows = [(label, binary, flags) for label, (binary, flags) in stage_table().items()]
     if a.stages != "all":
         wanted = a.stages.split(",")
         rows = [r for r in rows if r[0] in wanted]

@@ -39,7 +39,8 @@ import threading
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from stages import release_dir, status_kib  # noqa: E402  (scripts/lib/stages.py)
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -51,11 +52,7 @@ def free_port():
 
 
 def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return status_kib(pid, "VmRSS") or 0
 
 
 def cpu_s(pid):
@@ -65,7 +62,7 @@ def cpu_s(pid):
 
 def start_node(redis_port, log):
     proc = subprocess.Popen(
-        [os.path.join(TARGET, "release", "chat-cluster"), "--addr", "127.0.0.1:0",
+        [os.path.join(release_dir(), "chat-cluster"), "--addr", "127.0.0.1:0",
          "--max-clients", "19500", "--redis", f"redis://127.0.0.1:{redis_port}"],
         stdout=subprocess.PIPE, stderr=log,
     )
@@ -93,7 +90,7 @@ class Sampler(threading.Thread):
 
 
 def generator(g, addrs, clients, scenario, extra, out):
-    cmd = [os.path.join(TARGET, "release", "chat-bench"), "run", "--scenario", scenario,
+    cmd = [os.path.join(release_dir(), "chat-bench"), "run", "--scenario", scenario,
            "--profile", "full", "--clients", str(clients), "--room-size", "100",
            "--source", f"127.0.0.{10 + g}", "--join", f"/join g{g}-{{room}}",
            "--cpu", "none", "--server-cpu", "none", "--json", out, "--quiet"]

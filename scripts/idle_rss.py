@@ -56,6 +56,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from stages import release_dir, stage_table, status_kib  # noqa: E402  (scripts/lib/stages.py)
+
 REPO = os.path.abspath(os.path.join(HERE, ".."))
 PAGE = os.sysconf("SC_PAGESIZE")
 
@@ -69,23 +72,11 @@ DEFAULT_STAGES = ["epoll", "mio", "futures", "tokio-ct", "tokio-mt", "async-std"
                   "asyncio"]
 
 
-def stage_table():
-    """{label: (binary, flags)} from scripts/lib/stages.sh."""
-    rows = {}
-    with open(os.path.join(REPO, "scripts", "lib", "stages.sh")) as f:
-        for line in f:
-            m = re.match(r"\s*stage_row\s+(\S+)\s+(\S+)(.*)$", line)
-            if m:
-                rows[m.group(1)] = (m.group(2), m.group(3).split())
-    return rows
-
-
 def vm_rss_kib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    rss = status_kib(pid, "VmRSS")
+    if rss is None:
+        raise RuntimeError("no VmRSS")
+    return rss
 
 
 def sockstat_tcp_pages():
@@ -432,8 +423,7 @@ def main():
     if args.stages:
         table = stage_table()
         labels = DEFAULT_STAGES if args.stages == "all" else args.stages.split(",")
-        bin_dir = args.bin_dir or os.path.join(
-            os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release")
+        bin_dir = args.bin_dir or release_dir()
         for label in labels:
             if label == "asyncio":  # the baseline is a script, not a stage binary
                 servers.append((label, [os.path.join(REPO, "baseline", "asyncio_chat.py")]))

@@ -393,30 +393,7 @@ macro_rules! __conformance_tests {
     // (`idle_clients_cost_little` comes only with `idle_bytes_per_client`, and the cluster's
     // own call leaves it out: see crates/12-cluster/tests/conformance.rs.)
     (cluster) => {
-        $crate::__conformance_tests! {
-            @emit
-            welcome_line, message_alone_not_echoed, crlf_and_empty_lines, nick_command,
-            join_command, who_and_rooms_alone, msg_errors, escape_unknown_and_help,
-            line_limits, huge_line_bounded_memory, invalid_utf8, garbage_survived,
-            quit_command, sigterm_shuts_down_cleanly, flooding_help_closed_as_slow_consumer,
-            pipelined_help_all_answered, talking_after_quit_still_gets_everything,
-            half_close_gets_reply_then_eof, cr_and_lf_in_separate_reads,
-            cr_counts_towards_the_limit, msg_to_self_and_in_any_case, case_rules,
-            urgent_byte_loses_no_line,
-            welcome_two_clients, message_reaches_room_not_sender, crlf_in_room,
-            nick_in_room, join_in_room, who_and_rooms_in_room, msg_private,
-            escape_in_room, line_limits_in_room, utf8_in_room, garbage_isolated,
-            quit_in_room, slow_consumer_in_room, fan_out_keeps_order, many_clients,
-            max_clients, emfile_backs_off, farewell_delivers_everything_then_bye,
-            quitter_that_never_reads_is_closed, flood_does_not_starve_others,
-            burst_reaches_every_reader, small_outbox_paces_readers_cuts_non_reader,
-            many_senders_at_once_lose_nothing, endless_sender_does_not_stop_the_server,
-            churn_keeps_notices_in_causal_order, sigterm_with_hard_clients, lists_cap_at_100,
-            cluster_nick_taken_on_another_node, cluster_guests_are_unique_and_lowest,
-            cluster_msg_across_nodes, cluster_who_rooms_and_counts_see_every_node,
-            cluster_exactly_once_in_sender_order, cluster_killed_node_is_lost,
-            cluster_broker_restart, cluster_sigterm_of_one_node;
-        }
+        $crate::__conformance_tests! { @common @multi @cluster }
     };
     // Checks every mode gets (one client at a time is enough for them).
     (@common $($more:tt)*) => {
@@ -447,6 +424,18 @@ macro_rules! __conformance_tests {
             burst_reaches_every_reader, small_outbox_paces_readers_cuts_non_reader,
             many_senders_at_once_lose_nothing, endless_sender_does_not_stop_the_server,
             churn_keeps_notices_in_causal_order, sigterm_with_hard_clients, lists_cap_at_100;
+            $($more)*
+        }
+    };
+    // Checks that only several nodes can break (a cluster).
+    (@emit $($done:ident),*; @cluster $($more:tt)*) => {
+        $crate::__conformance_tests! {
+            @emit
+            $($done,)*
+            cluster_nick_taken_on_another_node, cluster_guests_are_unique_and_lowest,
+            cluster_msg_across_nodes, cluster_who_rooms_and_counts_see_every_node,
+            cluster_exactly_once_in_sender_order, cluster_killed_node_is_lost,
+            cluster_broker_restart, cluster_sigterm_of_one_node;
             $($more)*
         }
     };
