@@ -227,6 +227,11 @@ impl Cluster {
         self.nodes[node].lines(id)
     }
 
+    /// How many of the lines `id` on `node` received are exactly `line`.
+    fn count(&self, node: usize, id: ClientId, line: &str) -> usize {
+        self.lines(node, id).iter().filter(|l| *l == line).count()
+    }
+
     fn last(&self, node: usize, id: ClientId) -> String {
         self.lines(node, id).last().cloned().unwrap_or_default()
     }
@@ -393,12 +398,7 @@ fn a_remote_burst_waits_for_local_readers() {
     assert!(c.held.contains(&1));
     c.advance(chat_core::SLOW_GRACE * 2);
     assert!(c.nodes[1].sockets[&sleeper].cut);
-    let got = c
-        .lines(1, reader)
-        .iter()
-        .filter(|l| *l == "<guest1> x")
-        .count();
-    assert_eq!(got, 5000);
+    assert_eq!(c.count(1, reader, "<guest1> x"), 5000);
 }
 
 #[test]
@@ -440,12 +440,7 @@ fn a_burst_waits_for_the_broker_not_in_the_node_s_memory() {
     }
     // Once the broker takes them, the rest follows: every line, once, in order.
     c.pump();
-    let got = c
-        .lines(1, reader)
-        .iter()
-        .filter(|l| *l == "<guest1> x")
-        .count();
-    assert_eq!(got, 5000);
+    assert_eq!(c.count(1, reader, "<guest1> x"), 5000);
 }
 
 #[test]
