@@ -144,6 +144,8 @@ pub struct ProcSample {
 /// it has set up everything it allocates once (stage 11 maps its 4 MiB ring of read buffers just
 /// after), and what it allocates then is not what its clients cost. Samples every 50 ms until
 /// two samples in a row agree on the RSS, for at most a second; `None` if the process is gone.
+/// (A server that sits still for more than 50 ms and *then* allocates is not caught: this
+/// waits for a start-up to finish, not for one that pauses half-way.)
 pub fn settled_sample(pid: u32) -> Option<ProcSample> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     let mut last = sample_process(pid).ok()?;
